@@ -1,0 +1,115 @@
+"""From a gateway directory to a validated Config, and what a SIGHUP may change.
+
+PostgreSQL's order of business (ProcessConfigFileInternal): read the file tree, reject unknown
+names, let the last occurrence of each parameter win, validate the values; command-line ``-c``
+options take precedence over the file. Nothing is applied unless everything is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pggate.config.files import FileSource
+from pggate.config.lexer import ConfEntry, read_config
+from pggate.config.model import Config
+from pggate.config.settings import (
+    SETTINGS,
+    Setting,
+    SettingError,
+    default_value,
+    lookup,
+    parse_value,
+)
+from pggate.errors import ConfigError
+
+CONFIG_FILE_NAME = "pggate.conf"
+
+
+def _winners(entries: list[ConfEntry], errors: list[ConfigError]) -> dict[Setting, ConfEntry]:
+    """The last entry of each known parameter; unknown names become errors."""
+    winners: dict[Setting, ConfEntry] = {}
+    for entry in entries:
+        try:
+            setting = lookup(entry.name)
+        except SettingError as exc:
+            errors.append(exc.at(entry.file, entry.line))
+            continue
+        winners.pop(setting, None)  # keep file order for the error list below
+        winners[setting] = entry
+    return winners
+
+
+def _evaluate(
+    directory: Path | str, overrides: Mapping[str, str], files: FileSource | None
+) -> tuple[Config | None, list[ConfigError]]:
+    root = Path(os.path.abspath(directory))
+    entries, errors = read_config(str(root / CONFIG_FILE_NAME), files)
+    values: dict[str, Any] = {s.name: default_value(s) for s in SETTINGS}
+    for setting, entry in _winners(entries, errors).items():
+        try:
+            values[setting.name] = parse_value(setting, entry.value)
+        except SettingError as exc:
+            errors.append(exc.at(entry.file, entry.line))
+    for name, value in overrides.items():
+        # postgres -c turns dashes into underscores (ParseLongOption); so do we.
+        where = f' (command-line option "-c {name}={value}")'
+        try:
+            setting = lookup(name.replace("-", "_"))
+            values[setting.name] = parse_value(setting, value)
+        except SettingError as exc:
+            errors.append(exc.at(None, None, suffix=where))
+    if errors:
+        return None, errors
+    return Config(directory=root, **values), []
+
+
+def load(
+    directory: Path | str,
+    overrides: Mapping[str, str] | None = None,
+    files: FileSource | None = None,
+) -> Config:
+    """The configuration of ``directory`` (its pggate.conf, then ``-c`` overrides).
+
+    Raises the first ConfigError; check() lists them all.
+    """
+    config, errors = _evaluate(directory, overrides or {}, files)
+    if config is None:
+        raise errors[0]
+    return config
+
+
+def check(
+    directory: Path | str,
+    overrides: Mapping[str, str] | None = None,
+    files: FileSource | None = None,
+) -> list[ConfigError]:
+    """Every problem with the configuration of ``directory``; [] if none.
+
+    In PostgreSQL's order of checking: file and syntax errors, unknown names, bad values, then
+    the ``-c`` overrides.
+    """
+    return _evaluate(directory, overrides or {}, files)[1]
+
+
+def reload_diff(old: Config, new: Config) -> tuple[Config, list[str]]:
+    """The configuration a SIGHUP puts in force, and the log lines it owes.
+
+    Reloadable (sighup) parameters take their new values; restart-only (postmaster) ones keep
+    their old values, with PostgreSQL's message for each that was changed in the file.
+    """
+    kept: dict[str, Any] = {}
+    messages: list[str] = []
+    for setting in SETTINGS:
+        if setting.context != "postmaster":
+            continue
+        before = getattr(old, setting.name)
+        if getattr(new, setting.name) != before:
+            kept[setting.name] = before
+            messages.append(
+                f'parameter "{setting.name}" cannot be changed without restarting the server'
+            )
+    return dataclasses.replace(new, **kept), messages

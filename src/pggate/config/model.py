@@ -1,0 +1,60 @@
+"""The frozen result of loading a configuration: one attribute per setting.
+
+The attributes are spelled out (rather than generated from the table) so that mypy checks every
+use in the server; a unit test keeps them in step with the settings table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Validated settings of one gateway directory. Paths stay as written; see path()."""
+
+    directory: Path
+    authentication_timeout: int  # seconds
+    backend: str
+    gss_accept_delegation: bool
+    hba_file: str
+    ident_file: str
+    krb_caseins_users: bool
+    krb_server_keyfile: str
+    listen_addresses: str
+    log_connections: frozenset[str]
+    log_disconnections: bool
+    log_hostname: bool
+    max_connections: int
+    password_encryption: str
+    pool_mode: str
+    port: int
+    postgres_bindir: str
+    scram_iterations: int
+    ssl: bool
+    ssl_ca_file: str
+    ssl_cert_file: str
+    ssl_ciphers: str
+    ssl_crl_dir: str
+    ssl_crl_file: str
+    ssl_dh_params_file: str
+    ssl_groups: str
+    ssl_key_file: str
+    ssl_max_protocol_version: str
+    ssl_min_protocol_version: str
+    ssl_passphrase_command: str
+    ssl_passphrase_command_supports_reload: bool
+    ssl_prefer_server_ciphers: bool
+    ssl_tls13_ciphers: str
+    trace_connection_negotiation: bool
+    workers: int
+
+    def path(self, value: str) -> Path:
+        """A file setting's path: relative ones are relative to the gateway directory.
+
+        An empty value means "not configured" for most file settings; ask before calling.
+        """
+        if not value:
+            raise ValueError("an empty path setting names no file")
+        return self.directory / value

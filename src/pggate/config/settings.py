@@ -1,0 +1,478 @@
+"""The settings table and PostgreSQL's rules for turning a value's text into a value.
+
+One declarative, alphabetical table: PostgreSQL's own names, defaults, ranges, units and
+contexts wherever PostgreSQL has the parameter (guc_tables.c), plus a few gateway-only ones.
+Values are parsed as ``guc.c`` parses them (parse_bool, parse_int with units, parse_real, enum
+lookup, list check hooks) and rejected with its messages, so an operator's postgresql.conf habits
+and error searches carry over.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from pggate.config.lexer import ascii_lower
+from pggate.errors import ConfigError
+
+Kind = Literal["bool", "int", "real", "string", "enum", "list"]
+Context = Literal["postmaster", "sighup"]
+Value = bool | int | float | str | frozenset[str]
+
+INT_MAX = 2**31 - 1
+INT_MIN = -(2**31)
+
+# Sections of the rendered sample file, in the order they appear there.
+CONNECTIONS = "Connections"
+AUTHENTICATION = "Authentication"
+SSL = "SSL"
+GSSAPI = "GSSAPI"
+LOGGING = "Logging"
+GATEWAY = "Gateway (pggate only)"
+GROUPS = (CONNECTIONS, AUTHENTICATION, SSL, GSSAPI, LOGGING, GATEWAY)
+
+
+class SettingError(ConfigError):
+    """A bad parameter name or value. ``detail`` and ``hint`` are PostgreSQL's DETAIL and HINT
+    lines: the message alone is PostgreSQL's errmsg, they say why and what would do."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        parameter: str | None = None,
+        detail: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.detail = detail
+        self.hint = hint
+        super().__init__(message, file=file, line=line, parameter=parameter)
+
+    def at(self, file: str | None, line: int | None, *, suffix: str = "") -> SettingError:
+        """The same error placed where the value came from."""
+        return SettingError(
+            self.message + suffix,
+            file=file,
+            line=line,
+            parameter=self.parameter,
+            detail=self.detail,
+            hint=self.hint,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One parameter. ``default`` is written as in the file and parsed like any other value.
+
+    ``unit`` is the base unit of an int/real (``s``, ``ms``, ``kB``...): values may carry any unit
+    of the same family and are converted to it. ``choices`` are an enum's values or a list's
+    items; ``shorthands`` are list words standing for several items (``all``); ``alone`` are
+    whole-value spellings accepted only by themselves (log_connections' old booleans).
+    """
+
+    name: str
+    kind: Kind
+    default: str
+    context: Context
+    group: str
+    help: str
+    unit: str | None = None
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    shorthands: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    alone: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    aliases: tuple[str, ...] = ()
+
+
+_TLS_VERSIONS = ("", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+_CONNECTION_ASPECTS = ("receipt", "authentication", "authorization", "setup_durations")
+_LEGACY_ON = ("receipt", "authentication", "authorization")
+
+# fmt: off
+SETTINGS: tuple[Setting, ...] = (
+    Setting("authentication_timeout", "int", "1min", "sighup", AUTHENTICATION,
+            "Maximum time to complete client authentication.", unit="s", min=1, max=600),
+    Setting("backend", "string", "", "postmaster", GATEWAY,
+            "libpq conninfo of the PostgreSQL server sessions are relayed to; "
+            "empty means the embedded cluster in DIR/pgdata."),
+    Setting("gss_accept_delegation", "bool", "off", "sighup", GSSAPI,
+            "Sets whether GSSAPI delegation should be accepted from the client."),
+    Setting("hba_file", "string", "pg_hba.conf", "postmaster", AUTHENTICATION,
+            "Sets the server's \"hba\" configuration file."),
+    Setting("ident_file", "string", "pg_ident.conf", "postmaster", AUTHENTICATION,
+            "Sets the server's \"ident\" configuration file."),
+    Setting("krb_caseins_users", "bool", "off", "sighup", GSSAPI,
+            "Sets whether Kerberos and GSSAPI user names should be treated as case-insensitive."),
+    Setting("krb_server_keyfile", "string", "", "sighup", GSSAPI,
+            "Sets the location of the Kerberos server key file; empty (unlike PostgreSQL's "
+            "FILE:/etc/krb5.keytab) means GSSAPI is not configured."),
+    Setting("listen_addresses", "string", "localhost", "postmaster", CONNECTIONS,
+            "Sets the host name or IP address(es) to listen to; comma-separated, '*' for all."),
+    Setting("log_connections", "list", "", "sighup", LOGGING,
+            "Logs specified aspects of connection establishment and setup: "
+            "receipt, authentication, authorization, setup_durations, all.",
+            choices=_CONNECTION_ASPECTS,
+            shorthands=(("all", _CONNECTION_ASPECTS),),
+            alone=(("off", ()), ("false", ()), ("no", ()), ("0", ()),
+                   ("on", _LEGACY_ON), ("true", _LEGACY_ON), ("yes", _LEGACY_ON),
+                   ("1", _LEGACY_ON))),
+    Setting("log_disconnections", "bool", "off", "sighup", LOGGING,
+            "Logs end of a session, including duration."),
+    Setting("log_hostname", "bool", "off", "sighup", LOGGING,
+            "Logs the host name in the connection logs."),
+    Setting("max_connections", "int", "100", "postmaster", CONNECTIONS,
+            "Sets the maximum number of concurrent connections.", min=1, max=262143),
+    Setting("password_encryption", "enum", "scram-sha-256", "sighup", AUTHENTICATION,
+            "Chooses the algorithm for encrypting passwords.",
+            choices=("md5", "scram-sha-256")),
+    Setting("pool_mode", "enum", "none", "sighup", GATEWAY,
+            "Whether backend connections are reused: none (one per client session) or session.",
+            choices=("none", "session")),
+    Setting("port", "int", "5432", "postmaster", CONNECTIONS,
+            "Sets the TCP port the server listens on.", min=1, max=65535),
+    Setting("postgres_bindir", "string", "", "postmaster", GATEWAY,
+            "Directory of the PostgreSQL binaries that run the embedded cluster; "
+            "empty means find them."),
+    Setting("scram_iterations", "int", "4096", "sighup", AUTHENTICATION,
+            "Sets the iteration count for SCRAM secret generation.", min=1, max=INT_MAX),
+    Setting("ssl", "bool", "off", "sighup", SSL,
+            "Enables SSL connections."),
+    Setting("ssl_ca_file", "string", "", "sighup", SSL,
+            "Location of the SSL certificate authority file."),
+    Setting("ssl_cert_file", "string", "server.crt", "sighup", SSL,
+            "Location of the SSL server certificate file."),
+    Setting("ssl_ciphers", "string", "HIGH:MEDIUM:+3DES:!aNULL", "sighup", SSL,
+            "Sets the list of allowed TLSv1.2 (and lower) ciphers."),
+    Setting("ssl_crl_dir", "string", "", "sighup", SSL,
+            "Location of the SSL certificate revocation list directory."),
+    Setting("ssl_crl_file", "string", "", "sighup", SSL,
+            "Location of the SSL certificate revocation list file."),
+    Setting("ssl_dh_params_file", "string", "", "sighup", SSL,
+            "Location of the SSL DH parameters file."),
+    Setting("ssl_groups", "string", "X25519:prime256v1", "sighup", SSL,
+            "Sets the group(s) to use for Diffie-Hellman key exchange.",
+            aliases=("ssl_ecdh_curve",)),
+    Setting("ssl_key_file", "string", "server.key", "sighup", SSL,
+            "Location of the SSL server private key file."),
+    Setting("ssl_max_protocol_version", "enum", "", "sighup", SSL,
+            "Sets the maximum SSL/TLS protocol version to use; empty means no limit.",
+            choices=_TLS_VERSIONS),
+    Setting("ssl_min_protocol_version", "enum", "TLSv1.2", "sighup", SSL,
+            "Sets the minimum SSL/TLS protocol version to use.", choices=_TLS_VERSIONS),
+    Setting("ssl_passphrase_command", "string", "", "sighup", SSL,
+            "Command to obtain passphrases for SSL."),
+    Setting("ssl_passphrase_command_supports_reload", "bool", "off", "sighup", SSL,
+            "Controls whether \"ssl_passphrase_command\" is called during server reload."),
+    Setting("ssl_prefer_server_ciphers", "bool", "on", "sighup", SSL,
+            "Give priority to server ciphersuite order."),
+    Setting("ssl_tls13_ciphers", "string", "", "sighup", SSL,
+            "Sets the list of allowed TLSv1.3 cipher suites; empty means OpenSSL's default."),
+    Setting("trace_connection_negotiation", "bool", "off", "postmaster", LOGGING,
+            "Logs details of pre-authentication connection handshake."),
+    Setting("workers", "int", "1", "postmaster", GATEWAY,
+            "Number of gateway processes sharing the listening port (SO_REUSEPORT).",
+            min=1, max=64),
+)
+# fmt: on
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+_ALIASES: dict[str, str] = {alias: s.name for s in SETTINGS for alias in s.aliases}
+
+
+def lookup(name: str) -> Setting:
+    """The setting called ``name`` (any case, or an alias), or PostgreSQL's complaint."""
+    folded = ascii_lower(name)
+    setting = BY_NAME.get(_ALIASES.get(folded, folded))
+    if setting is None:
+        raise SettingError(f'unrecognized configuration parameter "{name}"', parameter=name)
+    return setting
+
+
+# --- booleans ------------------------------------------------------------------------------
+
+_BOOL_WORDS = (("true", True), ("false", False), ("yes", True), ("no", False))
+
+
+def parse_bool(text: str) -> bool | None:
+    """PostgreSQL's parse_bool: any unique prefix of true/false/yes/no/on/off, any case, or
+    exactly 1/0; None if it is not a boolean."""
+    folded = ascii_lower(text)
+    if folded in ("1", "0"):
+        return folded == "1"
+    if folded in ("on", "off") or (len(folded) >= 2 and "off".startswith(folded)):
+        return folded == "on"  # "o" alone is ambiguous; "of" is off
+    for word, value in _BOOL_WORDS:
+        if folded and word.startswith(folded):
+            return value
+    return None
+
+
+# --- numbers and units -----------------------------------------------------------------------
+
+# Size of each unit in the smallest one of its family, largest first (guc.c's conversion
+# tables); a value may carry any unit of its setting's family.
+_UNIT_FAMILIES: tuple[tuple[tuple[str, float], ...], ...] = (
+    (("d", 86_400e6), ("h", 3_600e6), ("min", 60e6), ("s", 1e6), ("ms", 1e3), ("us", 1.0)),
+    (("TB", 1024.0**4), ("GB", 1024.0**3), ("MB", 1024.0**2), ("kB", 1024.0), ("B", 1.0)),
+)
+_MEMORY_UNITS_HINT = 'Valid units for this parameter are "B", "kB", "MB", "GB", and "TB".'
+_TIME_UNITS_HINT = 'Valid units for this parameter are "us", "ms", "s", "min", "h", and "d".'
+_MAX_UNIT_LEN = 3
+_C_SPACE = " \t\n\v\f\r"
+
+# strtol(value, &end, 0): optional space and sign, then hex, octal or decimal digits.
+_STRTOL = re.compile(r"[ \t\n\v\f\r]*([-+]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+# strtod: decimal with optional exponent, or inf/infinity/nan.
+_STRTOD = re.compile(
+    r"[ \t\n\v\f\r]*[-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+    r"|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?|[nN][aA][nN])"
+)
+_LONG_MAX = 2**63 - 1
+
+
+def _rint(x: float) -> float:
+    """C rint() in the default rounding mode: halves to even, non-finite unchanged."""
+    return float(round(x)) if math.isfinite(x) else x
+
+
+def _strtol(text: str) -> tuple[float, str] | None:
+    m = _STRTOL.match(text)
+    if m is None:
+        return None
+    sign, digits = m.groups()
+    if digits[:2] in ("0x", "0X"):
+        number = int(digits, 16)
+    elif digits.startswith("0"):
+        number = int(digits, 8)
+    else:
+        number = int(digits)
+    if number > _LONG_MAX:
+        return None  # ERANGE: the caller re-parses as a float
+    return float(-number if sign == "-" else number), text[m.end() :]
+
+
+def _strtod(text: str) -> tuple[float, str] | None:
+    m = _STRTOD.match(text)
+    if m is None:
+        return None
+    value = float(m.group())
+    if math.isinf(value) and "n" not in m.group().lower():
+        return None  # overflow is ERANGE; only a spelled-out infinity is accepted
+    return value, text[m.end() :]
+
+
+def _convert_unit(value: float, rest: str, base_unit: str) -> float | None:
+    """convert_to_base_unit: ``rest`` is one unit (and optional spaces); None if it isn't."""
+    length = 0
+    while length < min(len(rest), _MAX_UNIT_LEN) and rest[length] not in _C_SPACE:
+        length += 1
+    unit = rest[:length]
+    if not unit or rest[length:].strip(_C_SPACE):
+        return None  # no unit, a unit too long, or garbage after it
+    family = next(f for f in _UNIT_FAMILIES if any(u == base_unit for u, _ in f))
+    base_size = dict(family)[base_unit]
+    for i, (name, size) in enumerate(family):
+        if name == unit:
+            converted = value * (size / base_size)
+            if i + 1 < len(family):
+                # Round fractions to the next smaller unit: "1.5min" is 90s, not 90.000001s.
+                smaller = family[i + 1][1] / base_size
+                converted = _rint(converted / smaller) * smaller
+            return converted
+    return None
+
+
+def _unit_hint(base_unit: str) -> str:
+    is_time = any(u == base_unit for u, _ in _UNIT_FAMILIES[0])
+    return _TIME_UNITS_HINT if is_time else _MEMORY_UNITS_HINT
+
+
+def _invalid(
+    setting: Setting, text: str, *, detail: str | None = None, hint: str | None = None
+) -> SettingError:
+    return SettingError(
+        f'invalid value for parameter "{setting.name}": "{text}"',
+        parameter=setting.name,
+        detail=detail,
+        hint=hint,
+    )
+
+
+def _number(setting: Setting, text: str, parsed: tuple[float, str] | None) -> float:
+    """The common tail of parse_int and parse_real: NaN check, optional unit."""
+    if parsed is None or math.isnan(parsed[0]):
+        raise _invalid(setting, text)
+    value, rest = parsed
+    rest = rest.lstrip(_C_SPACE)
+    if not rest:
+        return value
+    if setting.unit is None:
+        raise _invalid(setting, text)
+    converted = _convert_unit(value, rest, setting.unit)
+    if converted is None:
+        raise _invalid(setting, text, hint=_unit_hint(setting.unit))
+    return converted
+
+
+def _out_of_range(setting: Setting, value: float) -> SettingError:
+    """PostgreSQL's range message: ints as %d, reals as %g, each with the base unit."""
+
+    def show(number: float | None) -> str:
+        assert number is not None  # only settings with a range get here
+        text = str(int(number)) if setting.kind == "int" else f"{number:g}"
+        return f"{text} {setting.unit}" if setting.unit else text
+
+    return SettingError(
+        f'{show(value)} is outside the valid range for parameter "{setting.name}" '
+        f"({show(setting.min)} .. {show(setting.max)})",
+        parameter=setting.name,
+    )
+
+
+def _parse_int(setting: Setting, text: str) -> int:
+    parsed = _strtol(text)
+    if parsed is None or parsed[1][:1] in (".", "e", "E"):
+        # As guc.c: a decimal point, an exponent or an overflow means "read it as a float".
+        parsed = _strtod(text)
+    value = _rint(_number(setting, text, parsed))
+    if not INT_MIN <= value <= INT_MAX:
+        raise _invalid(setting, text, hint="Value exceeds integer range.")
+    result = int(value)
+    if not _in_range(setting, result):
+        raise _out_of_range(setting, result)
+    return result
+
+
+def _parse_real(setting: Setting, text: str) -> float:
+    value = _number(setting, text, _strtod(text))
+    if not _in_range(setting, value):
+        raise _out_of_range(setting, value)
+    return value
+
+
+def _in_range(setting: Setting, value: float) -> bool:
+    return (setting.min is None or value >= setting.min) and (
+        setting.max is None or value <= setting.max
+    )
+
+
+# --- enums and lists -------------------------------------------------------------------------
+
+
+def _parse_enum(setting: Setting, text: str) -> str:
+    folded = ascii_lower(text)
+    for choice in setting.choices:
+        if ascii_lower(choice) == folded:
+            return choice
+    available = ", ".join(setting.choices)
+    raise _invalid(setting, text, hint=f"Available values: {available}.")
+
+
+_SCANNER_SPACE = " \t\n\r\f\v"
+
+
+def split_identifier_string(text: str, separator: str = ",") -> list[str] | None:
+    """PostgreSQL's SplitIdentifierString: separator-separated identifiers, optionally
+    double-quoted ("" is a quote inside); unquoted ones are downcased. None on bad syntax."""
+    names: list[str] = []
+    pos, end = 0, len(text)
+
+    def skip_space(i: int) -> int:
+        while i < end and text[i] in _SCANNER_SPACE:
+            i += 1
+        return i
+
+    pos = skip_space(pos)
+    if pos == end:
+        return names  # an empty string is an empty list
+    while True:
+        if text[pos] == '"':
+            parts, pos = [], pos + 1
+            while True:
+                close = text.find('"', pos)
+                if close < 0:
+                    return None  # mismatched quotes
+                parts.append(text[pos:close])
+                pos = close + 1
+                if not text.startswith('"', pos):
+                    break
+                parts.append('"')
+                pos += 1
+            name = "".join(parts)
+        else:
+            start = pos
+            while pos < end and text[pos] != separator and text[pos] not in _SCANNER_SPACE:
+                pos += 1
+            if pos == start:
+                return None  # empty unquoted name
+            name = ascii_lower(text[start:pos])
+        names.append(name)
+        pos = skip_space(pos)
+        if pos == end:
+            return names
+        if text[pos] != separator:
+            return None
+        pos = skip_space(pos + 1)
+        if pos == end:
+            return None  # a trailing separator promises another name
+
+
+def _parse_list(setting: Setting, text: str) -> frozenset[str]:
+    """A list setting, validated as PG18's validate_log_connections_options does."""
+    items = split_identifier_string(text)
+    if items is None:
+        raise _invalid(setting, text, detail=f'Invalid list syntax in parameter "{setting.name}".')
+    if not items:
+        return frozenset()
+    alone = dict(setting.alone)
+    first = ascii_lower(items[0])
+    if first in alone:
+        if len(items) > 1:
+            raise _invalid(
+                setting,
+                text,
+                detail=f'Cannot specify {setting.name} option "{items[0]}" '
+                "in a list with other options.",
+            )
+        return frozenset(alone[first])
+    shorthands = dict(setting.shorthands)
+    result: set[str] = set()
+    for item in items:
+        folded = ascii_lower(item)
+        if folded in setting.choices:
+            result.add(folded)
+        elif folded in shorthands:
+            result.update(shorthands[folded])
+        else:
+            raise _invalid(setting, text, detail=f'Invalid option "{item}".')
+    return frozenset(result)
+
+
+def parse_value(setting: Setting, text: str) -> Value:
+    """``text`` (as written in the file or after ``-c``) as the setting's Python value."""
+    if setting.kind == "bool":
+        value = parse_bool(text)
+        if value is None:
+            raise SettingError(
+                f'parameter "{setting.name}" requires a Boolean value', parameter=setting.name
+            )
+        return value
+    if setting.kind == "int":
+        return _parse_int(setting, text)
+    if setting.kind == "real":
+        return _parse_real(setting, text)
+    if setting.kind == "enum":
+        return _parse_enum(setting, text)
+    if setting.kind == "list":
+        return _parse_list(setting, text)
+    return text
+
+
+def default_value(setting: Setting) -> Value:
+    """The setting's default, parsed like any value (a unit test checks that each parses)."""
+    return parse_value(setting, setting.default)
