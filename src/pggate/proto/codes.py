@@ -89,3 +89,45 @@ SQLSTATE_CANNOT_CONNECT_NOW = "57P03"
 SQLSTATE_ADMIN_SHUTDOWN = "57P01"
 SQLSTATE_CONFIG_FILE_ERROR = "F0000"
 SQLSTATE_INTERNAL_ERROR = "XX000"
+
+
+# --- startup-phase wire layer (proto/codec.py, proto/negotiate.py) ---
+
+
+def protocol_major(version: int) -> int:
+    """PG_PROTOCOL_MAJOR of pqcomm.h."""
+    return version >> 16
+
+
+def protocol_minor(version: int) -> int:
+    """PG_PROTOCOL_MINOR of pqcomm.h."""
+    return version & 0xFFFF
+
+
+# Protocol 3.1 "never existed" as a distinct dialect: PG18 accepts it silently as < 3.2.
+PROTOCOL_3_1 = protocol_version(3, 1)
+# Startup parameter names with this prefix are protocol options (none defined in PG18).
+PROTOCOL_OPTION_PREFIX = "_pq_."
+# Startup parameter names ProcessStartupPacket treats specially.
+PARAM_USER = "user"
+PARAM_DATABASE = "database"
+PARAM_OPTIONS = "options"
+PARAM_REPLICATION = "replication"
+PARAM_APPLICATION_NAME = "application_name"
+# replication=database asks for a logical-replication walsender bound to a database.
+REPLICATION_DATABASE = "database"
+REPLICATION_NONE = "none"
+REPLICATION_PHYSICAL = "physical"
+REPLICATION_LOGICAL = "logical"
+
+# ReadyForQuery transaction status bytes.
+TX_IDLE = b"I"
+TX_IN_BLOCK = b"T"
+TX_FAILED = b"E"
+
+# Ends the field list of an ErrorResponse / NoticeResponse.
+FIELD_TERMINATOR = b"\0"
+
+SEVERITY_WARNING = "WARNING"
+
+SQLSTATE_INVALID_PARAMETER_VALUE = "22023"
