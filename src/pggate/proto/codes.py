@@ -6,6 +6,8 @@ see ``shared/protocol.md`` for the facts behind each value.
 
 from __future__ import annotations
 
+from typing import Final
+
 
 def protocol_version(major: int, minor: int) -> int:
     """PG_PROTOCOL(major, minor) of pqcomm.h."""
@@ -116,9 +118,9 @@ PARAM_REPLICATION = "replication"
 PARAM_APPLICATION_NAME = "application_name"
 # replication=database asks for a logical-replication walsender bound to a database.
 REPLICATION_DATABASE = "database"
-REPLICATION_NONE = "none"
-REPLICATION_PHYSICAL = "physical"
-REPLICATION_LOGICAL = "logical"
+REPLICATION_NONE: Final = "none"
+REPLICATION_PHYSICAL: Final = "physical"
+REPLICATION_LOGICAL: Final = "logical"
 
 # ReadyForQuery transaction status bytes.
 TX_IDLE = b"I"

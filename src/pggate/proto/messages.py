@@ -9,7 +9,7 @@ character) survives the round trip to the backend unchanged; :func:`wire_bytes` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 from pggate.errors import ClientError
 from pggate.proto import codes
@@ -133,7 +133,7 @@ class StartupMessage:
         return truncate_name(self._last(codes.PARAM_USER) or "")
 
     @property
-    def replication(self) -> str:
+    def replication(self) -> Literal["none", "physical", "logical"]:
         """``none``, ``physical`` or ``logical`` (codes.REPLICATION_*).
 
         Raises the 22023 ClientError for a value PostgreSQL rejects (the codec never builds such

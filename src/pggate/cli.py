@@ -1,0 +1,102 @@
+"""The ``pggate`` command: parse arguments, call the package, return an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pggate import logs
+from pggate.errors import ConfigError, PggateError
+
+log = logging.getLogger("pggate.cli")
+
+DEFAULT_PORT = 6432
+
+
+def _overrides(pairs: Sequence[str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f'-c {pair}: expected "name=value"')
+        result[name.strip().replace("-", "_")] = value
+    return result
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from pggate import initdir
+
+    initdir.create(
+        Path(args.directory),
+        backend=args.backend,
+        port=args.port,
+        listen_addresses=args.listen_addresses,
+        postgres_bindir=args.postgres_bindir,
+    )
+    print(f"pggate directory created in {args.directory}")
+    print(f"start it with: pggate serve {args.directory}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pggate.server import listener
+
+    return listener.run(Path(args.directory), _overrides(args.set))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from pggate import initdir
+
+    problems = initdir.check(Path(args.directory), _overrides(args.set))
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) found in {args.directory}", file=sys.stderr)
+        return 1
+    print(f"{args.directory}: OK")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pggate", description="PostgreSQL's secure front door (TLS, GSSAPI, pg_hba.conf)."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    init = commands.add_parser("init", help="create a gateway directory")
+    init.add_argument("directory")
+    init.add_argument(
+        "--backend",
+        help="libpq conninfo of an existing PostgreSQL to front (default: an embedded cluster)",
+    )
+    init.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
+    init.add_argument("--listen-addresses", default="localhost", help="listen_addresses")
+    init.add_argument("--postgres-bindir", help="PostgreSQL binaries for the embedded cluster")
+    init.set_defaults(func=cmd_init)
+
+    serve = commands.add_parser("serve", help="run the gateway in the foreground")
+    serve.add_argument("directory")
+    serve.add_argument("-c", dest="set", action="append", default=[], metavar="NAME=VALUE")
+    serve.set_defaults(func=cmd_serve)
+
+    check = commands.add_parser("check", help="validate a gateway directory")
+    check.add_argument("directory")
+    check.add_argument("-c", dest="set", action="append", default=[], metavar="NAME=VALUE")
+    check.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logs.setup_logging()
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except PggateError as exc:
+        log.log(logs.FATAL, "%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code

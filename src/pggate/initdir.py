@@ -1,0 +1,80 @@
+"""Create and check gateway directories (``pggate init`` / ``pggate check``).
+
+A directory written by hand is as valid as one made here: ``init`` only writes the files that
+``serve`` would read anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from pggate import config as config_module
+from pggate import embedded
+from pggate import policy as policy_module
+from pggate.conninfo import backend_address
+from pggate.errors import ConfigError, PggateError
+
+CONF_FILE = "pggate.conf"
+
+DEFAULT_HBA = """\
+# pg_hba.conf for pggate: same syntax and meaning as PostgreSQL's.
+# TYPE  DATABASE        USER            ADDRESS                 METHOD
+# Loopback clients are trusted, as initdb's default does for local connections.
+# Tighten this (hostssl ... scram-sha-256) before exposing the gateway.
+host    all             all             127.0.0.1/32            trust
+host    all             all             ::1/128                 trust
+"""
+
+DEFAULT_IDENT = """\
+# pg_ident.conf for pggate: MAPNAME  SYSTEM-USERNAME  PG-USERNAME
+"""
+
+
+def create(
+    directory: Path,
+    *,
+    backend: str | None,
+    port: int,
+    listen_addresses: str,
+    postgres_bindir: str | None,
+) -> None:
+    """Write a ready-to-serve gateway directory (and the embedded cluster unless ``backend``)."""
+    if directory.exists() and any(directory.iterdir()):
+        raise PggateError(f'directory "{directory}" exists but is not empty')
+    if backend:
+        backend_address(backend)  # validate before writing anything
+    directory.mkdir(parents=True, exist_ok=True)
+    settings: dict[str, str] = {"port": str(port), "listen_addresses": listen_addresses}
+    if backend:
+        settings["backend"] = backend
+    if postgres_bindir:
+        settings["postgres_bindir"] = postgres_bindir
+    (directory / CONF_FILE).write_text(config_module.render_default_conf(**settings))
+    (directory / "pg_hba.conf").write_text(DEFAULT_HBA)
+    (directory / "pg_ident.conf").write_text(DEFAULT_IDENT)
+    if not backend:
+        embedded.EmbeddedCluster.for_gateway(directory, bindir=postgres_bindir).init()
+
+
+def check(directory: Path, overrides: Mapping[str, str]) -> list[str]:
+    """Every problem that would stop ``pggate serve DIR``, as messages."""
+    problems = [str(err) for err in config_module.check(directory, overrides)]
+    if problems:
+        return problems
+    try:
+        snapshot = policy_module.load(directory, overrides)
+    except ConfigError as err:
+        return [str(err)]
+    if snapshot.embedded:
+        data_dir = directory / policy_module.EMBEDDED_DATA_DIR
+        if not (data_dir / "PG_VERSION").is_file():
+            problems.append(
+                f'embedded cluster missing: "{data_dir}" has no PG_VERSION '
+                '(run "pggate init", or set backend)'
+            )
+        try:
+            embedded.find_postgres_bindir(snapshot.config.postgres_bindir or None)
+        except PggateError as err:
+            problems.append(str(err))
+    return problems

@@ -1,0 +1,87 @@
+"""Simple-query catalog look-ups over pggate's own backend connection (sans-IO).
+
+pggate needs a few facts only the backend knows (role membership for ``+role`` and
+``samerole`` in pg_hba.conf, password verifiers later). The queries are fixed, schema-qualified
+text with the one variable part passed as an escaped literal, so nothing a client sends can
+change what runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pggate.errors import ProtocolViolation
+from pggate.proto import codec
+
+MSG_QUERY = b"Q"
+MSG_DATA_ROW = b"D"
+MAX_RESULT_MESSAGE_LENGTH = 1 << 24
+
+
+def quote_literal(value: str) -> str:
+    """An E'' literal: safe whatever standard_conforming_strings says."""
+    if "\0" in value:
+        raise ValueError("a NUL byte cannot be part of an SQL literal")
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def simple_query(sql: str) -> bytes:
+    """A Query ('Q') message."""
+    body = sql.encode() + b"\0"
+    return MSG_QUERY + (len(body) + 4).to_bytes(4, "big") + body
+
+
+def role_memberships_sql(user: str) -> str:
+    """Every role ``user`` belongs to, directly or indirectly, itself included (hba is_member)."""
+    return (
+        "WITH RECURSIVE m(roleid) AS ("
+        " SELECT oid FROM pg_catalog.pg_roles WHERE rolname = " + quote_literal(user) +
+        " UNION SELECT a.roleid FROM pg_catalog.pg_auth_members a JOIN m ON a.member = m.roleid"
+        ") SELECT r.rolname FROM pg_catalog.pg_roles r JOIN m ON r.oid = m.roleid"
+    )
+
+
+@dataclass(slots=True)
+class QueryResult:
+    """Collects the rows (text format) of one simple query up to ReadyForQuery."""
+
+    rows: list[list[str | None]] = field(default_factory=list)
+    error: dict[str, str] | None = None
+    done: bool = False
+    _buffer: bytearray = field(default_factory=bytearray)
+
+    def receive(self, data: bytes) -> bool:
+        """Feed bytes; True once ReadyForQuery has arrived."""
+        self._buffer += data
+        while not self.done:
+            parsed, consumed = codec.read_message(
+                self._buffer, max_length=MAX_RESULT_MESSAGE_LENGTH
+            )
+            if parsed is None:
+                break
+            kind, body = parsed
+            if kind == MSG_DATA_ROW:
+                self.rows.append(_parse_data_row(bytes(body)))
+            elif kind == b"E":
+                self.error = codec.parse_error_fields(bytes(body))
+            elif kind == b"Z":
+                self.done = True
+            del self._buffer[:consumed]
+        return self.done
+
+
+def _parse_data_row(body: bytes) -> list[str | None]:
+    count = int.from_bytes(body[:2], "big")
+    pos = 2
+    values: list[str | None] = []
+    for _ in range(count):
+        if pos + 4 > len(body):
+            raise ProtocolViolation("malformed DataRow from backend")
+        length = int.from_bytes(body[pos : pos + 4], "big", signed=True)
+        pos += 4
+        if length < 0:
+            values.append(None)
+        else:
+            values.append(body[pos : pos + length].decode())
+            pos += length
+    return values

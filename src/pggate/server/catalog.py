@@ -1,0 +1,44 @@
+"""Catalog look-ups on the backend, over short-lived connections as pggate's own role."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pggate.conninfo import BackendAddress
+from pggate.proto import codec, query
+from pggate.proto.backend import LoginFailed
+from pggate.server import upstream
+
+DEFAULT_ROLE = "postgres"
+
+
+async def run_query(address: BackendAddress, sql: str) -> list[list[str | None]]:
+    """Run one fixed query as pggate's own role and return its rows."""
+    role = address.user or DEFAULT_ROLE
+    params = {"user": role, "database": address.dbname or role, "application_name": "pggate"}
+    session = await upstream.login(address, role, params)
+    if isinstance(session, LoginFailed):
+        raise upstream.backend_unavailable(
+            f"catalog login as {role!r} failed: {session.error.message}"
+        )
+    result = query.QueryResult()
+    try:
+        session.transport.write(query.simple_query(sql))
+        async with asyncio.timeout(address.connect_timeout):
+            while not result.receive(session.protocol.take()):
+                if not await session.protocol.wait_for_data():
+                    raise upstream.backend_unavailable("backend closed during catalog query")
+    except TimeoutError:
+        raise upstream.backend_unavailable("catalog query timed out") from None
+    finally:
+        session.transport.write(codec.terminate())
+        session.transport.close()
+    if result.error is not None:
+        raise upstream.backend_unavailable(f"catalog query failed: {result.error.get('M')}")
+    return result.rows
+
+
+async def role_memberships(address: BackendAddress, user: str) -> frozenset[str]:
+    """All roles ``user`` is a member of (itself included), for ``+role``/``samerole``."""
+    rows = await run_query(address, query.role_memberships_sql(user))
+    return frozenset(row[0] for row in rows if row[0] is not None)

@@ -1,0 +1,136 @@
+"""The shared state of one serving process: policy snapshot, counts, cancel keys, live sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import logging
+import secrets
+from dataclasses import dataclass, field
+
+import psutil
+
+from pggate.conninfo import BackendAddress
+from pggate.policy import Policy
+from pggate.server import relay, upstream
+from pggate.server.session import ClientSession
+
+log = logging.getLogger("pggate.gateway")
+
+Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTarget:
+    key: bytes
+    backend_pid: int
+    backend_key: bytes
+    backend: BackendAddress
+
+
+@dataclass(slots=True)
+class CancelKeys:
+    """pggate's own (pid, key) pairs handed to clients, mapped to the backend's.
+
+    Clients must cancel through pggate (the backend is not reachable to them), and a key that
+    pggate invents cannot be used to cancel another client's backend query.
+    """
+
+    targets: dict[int, CancelTarget] = field(default_factory=dict)
+
+    def register(
+        self, key_length: int, backend_pid: int, backend_key: bytes, backend: BackendAddress
+    ) -> tuple[int, bytes]:
+        while True:
+            pid = secrets.randbelow(2**31 - 2) + 1
+            if pid not in self.targets:
+                break
+        key = secrets.token_bytes(key_length)
+        self.targets[pid] = CancelTarget(key, backend_pid, backend_key, backend)
+        return pid, key
+
+    def match(self, pid: int, key: bytes) -> CancelTarget | None:
+        target = self.targets.get(pid)
+        if target is None:
+            log.info("PID %d in cancel request did not match any process", pid)
+            return None
+        if len(key) != len(target.key) or not hmac.compare_digest(key, target.key):
+            log.info("wrong key in cancel request for process %d", pid)
+            return None
+        return target
+
+    def forget(self, pid: int) -> None:
+        self.targets.pop(pid, None)
+
+
+def local_interfaces() -> tuple[Interface, ...]:
+    """Addresses and netmasks of this host's interfaces, for samehost/samenet."""
+    found: list[Interface] = []
+    for addresses in psutil.net_if_addrs().values():
+        for entry in addresses:
+            if entry.netmask is None:
+                continue
+            try:
+                found.append(
+                    ipaddress.ip_interface(f"{entry.address.split('%')[0]}/{entry.netmask}")
+                )
+            except ValueError:
+                continue
+    return tuple(found)
+
+
+class Gateway:
+    """State shared by all sessions of one process; swapped policy on reload."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.connection_count = 0
+        self.stopping = False
+        self.cancel_keys = CancelKeys()
+        self.handshaking: set[ClientSession] = set()
+        self.relaying: dict[ClientSession, tuple[asyncio.Transport, asyncio.Transport]] = {}
+        self.local_interfaces = local_interfaces()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def new_session(self) -> ClientSession:
+        return ClientSession(self)
+
+    def is_relaying(self, session: ClientSession) -> bool:
+        return session in self.relaying
+
+    def start_relay(
+        self,
+        session: ClientSession,
+        client: asyncio.Transport,
+        backend: asyncio.Transport,
+        *,
+        to_client: bytes,
+        to_backend: bytes,
+        cancel_pid: int,
+    ) -> None:
+        self.relaying[session] = (client, backend)
+        self.idle.clear()
+
+        def closed() -> None:
+            self.cancel_keys.forget(cancel_pid)
+            if self.relaying.pop(session, None) is not None:
+                session._release()
+            if not self.relaying:
+                self.idle.set()
+
+        relay.splice(client, backend, to_client=to_client, to_backend=to_backend, on_close=closed)
+
+    async def cancel(self, pid: int, key: bytes) -> None:
+        target = self.cancel_keys.match(pid, key)
+        if target is not None:
+            await upstream.send_cancel(target.backend, target.backend_pid, target.backend_key)
+
+    def close_all(self) -> None:
+        """Drop every session now (SIGINT / fast shutdown)."""
+        for session in list(self.handshaking):
+            session.abort()
+        for client, backend in list(self.relaying.values()):
+            client.close()
+            backend.close()

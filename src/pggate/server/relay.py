@@ -1,0 +1,88 @@
+"""The hot path: bytes both ways between a client and its backend, with back-pressure.
+
+No parsing, no logging, no allocation beyond the bytes themselves: each ``data_received`` is
+one ``write`` to the peer. When a peer's kernel buffer fills (its transport calls
+``pause_writing`` on *our* protocol for that transport), we stop reading from the other side,
+and resume when it drains. Both ends drop their references to each other in
+``connection_lost`` so a closed session is freed by reference counting, not by a full GC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+# Write-buffer thresholds per transport: large enough for a COPY to stream without stalls,
+# small enough that an idle or slow client does not pin much memory.
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+
+
+class RelayEnd(asyncio.Protocol):
+    """One side of a spliced session; forwards what it receives to ``peer``."""
+
+    __slots__ = ("_on_close", "peer", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport: asyncio.Transport | None = transport
+        self.peer: RelayEnd | None = None
+        self._on_close: Callable[[], None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        return False  # close our side; connection_lost closes the peer
+
+    def pause_writing(self) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        peer, on_close = self.peer, self._on_close
+        self.peer = None
+        self.transport = None
+        self._on_close = None
+        if peer is not None:
+            peer.peer = None
+            if peer.transport is not None:
+                peer.transport.close()
+        if on_close is not None:
+            on_close()
+
+
+def splice(
+    client: asyncio.Transport,
+    backend: asyncio.Transport,
+    *,
+    to_client: bytes,
+    to_backend: bytes,
+    on_close: Callable[[], None],
+) -> None:
+    """Switch both transports to relaying, after flushing bytes already in hand."""
+    client_end, backend_end = RelayEnd(client), RelayEnd(backend)
+    client_end.peer, backend_end.peer = backend_end, client_end
+    client_end._on_close = on_close
+    for transport, end in ((client, client_end), (backend, backend_end)):
+        transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
+        transport.set_protocol(end)
+    if to_client:
+        client.write(to_client)
+    if to_backend:
+        backend.write(to_backend)
+    # Either side may have gone away while the session was being set up.
+    for transport, end in ((client, client_end), (backend, backend_end)):
+        if transport.is_closing():
+            end.connection_lost(None)
+            break
+    else:
+        client.resume_reading()
+        backend.resume_reading()

@@ -1,0 +1,255 @@
+"""One client connection from accept to relay: negotiate, startup, hba, auth, backend login.
+
+The decisions are made by the sans-IO layers (:mod:`pggate.proto.negotiate`, :mod:`pggate.hba`,
+:mod:`pggate.proto.backend`); this module performs their I/O, owns the
+``authentication_timeout``, and hands the established session to :mod:`pggate.server.relay`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+from pggate import logs
+from pggate.errors import ClientError, SilentClose
+from pggate.hba import ConnectionFacts, HbaRule
+from pggate.proto import codec, codes
+from pggate.proto import negotiate as neg
+from pggate.proto.backend import LoginFailed
+from pggate.proto.messages import StartupMessage
+from pggate.server import catalog, relay, upstream
+from pggate.server.inbox import InboxProtocol
+
+if TYPE_CHECKING:
+    from pggate.policy import Policy
+    from pggate.server.gateway import Gateway
+
+log = logging.getLogger("pggate.session")
+
+# Methods this build can run; the others are refused with a clear FATAL until implemented.
+IMPLEMENTED_METHODS = frozenset({"trust", "reject"})
+
+
+class ClientSession(InboxProtocol):
+    """The pre-relay life of one client connection."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__()
+        self.gateway = gateway
+        self.host = "[unknown]"
+        self.port = ""
+        self.counted = False
+        self.task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.host, self.port = str(peer[0]), str(peer[1])
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if "receipt" in self.gateway.policy.config.log_connections:
+            log.info("connection received: host=%s port=%s", self.host, self.port)
+        self.task = asyncio.get_running_loop().create_task(self._run())
+        self.gateway.handshaking.add(self)
+
+    async def _run(self) -> None:
+        policy = self.gateway.policy  # one snapshot for the whole login
+        try:
+            try:
+                async with asyncio.timeout(policy.config.authentication_timeout):
+                    startup, protocol = await self._negotiate()
+                    if startup is None:
+                        return
+                    self._admit()
+                    rule = await self._check_hba(policy, startup)
+                    self._authenticate(policy, rule, startup)
+            except TimeoutError:
+                # PostgreSQL's StartupPacketTimeoutHandler: exit without a word.
+                return
+            await self._open_backend(policy, startup, protocol)
+        except ClientError as err:
+            self._fail(err)
+        except SilentClose as err:
+            if str(err):
+                log.info("%s", err)
+        except Exception:
+            log.exception("unexpected error in client session from host=%s", self.host)
+            self._fail(ClientError(codes.SQLSTATE_INTERNAL_ERROR, "internal error in pggate"))
+        finally:
+            self.gateway.handshaking.discard(self)
+            if not self.gateway.is_relaying(self):
+                self._release()
+                self.close()
+
+    async def _negotiate(self) -> tuple[StartupMessage | None, int]:
+        """Run the pre-startup exchange until a StartupMessage (or the end of the connection)."""
+        negotiator = neg.Negotiator(ssl_enabled=False, gss_enabled=False)
+        while True:
+            if await self.wait_for_data():
+                events = negotiator.receive(self.take())
+            else:
+                events = negotiator.eof()
+            for event in events:
+                if isinstance(event, neg.Send):
+                    self.write(event.data)
+                elif isinstance(event, neg.Close):
+                    if event.error:
+                        self.write(event.error)
+                    if event.log:
+                        log.info("%s", event.log)
+                    return None, 0
+                elif isinstance(event, neg.Cancel):
+                    await self.gateway.cancel(event.pid, event.key)
+                    return None, 0
+                elif isinstance(event, neg.Startup):
+                    # Bytes behind the startup packet belong to the authentication phase.
+                    self.inbox[:0] = event.pending
+                    if event.negotiate:
+                        self.write(event.negotiate)
+                    return event.message, event.protocol
+                else:
+                    # TLS and GSS are not enabled in this build, so the negotiator never
+                    # accepts them; reaching here is a bug, not a client error.
+                    raise RuntimeError(f"unexpected negotiation event {event!r}")
+
+    def _admit(self) -> None:
+        """Count the connection against max_connections (PostgreSQL checks after startup)."""
+        gateway = self.gateway
+        if gateway.stopping:
+            raise ClientError(
+                codes.SQLSTATE_CANNOT_CONNECT_NOW, "the database system is shutting down"
+            )
+        if gateway.connection_count >= gateway.policy.config.max_connections:
+            raise ClientError(
+                codes.SQLSTATE_TOO_MANY_CONNECTIONS, "sorry, too many clients already"
+            )
+        gateway.connection_count += 1
+        self.counted = True
+
+    def _release(self) -> None:
+        if self.counted:
+            self.counted = False
+            self.gateway.connection_count -= 1
+
+    async def _check_hba(self, policy: Policy, startup: StartupMessage) -> HbaRule:
+        hba = policy.hba
+        address = ipaddress.ip_address(self.host.split("%")[0])
+        roles = None
+        if hba.needs_roles:
+            roles = await catalog.role_memberships(policy.backend, startup.user)
+        hostname = await self._verified_hostname(address) if hba.needs_hostname else None
+        facts = ConnectionFacts(
+            is_local=False,
+            ssl=False,
+            gss=False,
+            address=address,
+            hostname=hostname,
+            database=startup.database,
+            user=startup.user,
+            replication=startup.replication,
+            roles=roles,
+            local_interfaces=self.gateway.local_interfaces if hba.needs_local_interfaces else (),
+        )
+        rule = hba.find(facts)
+        if rule is None:
+            raise ClientError(
+                codes.SQLSTATE_INVALID_AUTHORIZATION, hba.describe_rejection(facts, None)
+            )
+        if rule.method == "reject":
+            raise ClientError(
+                codes.SQLSTATE_INVALID_AUTHORIZATION,
+                hba.describe_rejection(facts, rule),
+                log_detail=f'Connection matched file "{rule.file}" line {rule.line_number}: '
+                f'"{rule.raw_line}"',
+            )
+        return rule
+
+    async def _verified_hostname(
+        self, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    ) -> str | None:
+        """Reverse-resolve the client and confirm with a forward look-up (hba.c check_hostname)."""
+        loop = asyncio.get_running_loop()
+        try:
+            name, _ = await loop.getnameinfo((str(address), 0), socket.NI_NAMEREQD)
+            infos = await loop.getaddrinfo(name, None)
+        except (OSError, UnicodeError):
+            return None
+        forward = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
+        return name if address in forward else None
+
+    def _authenticate(self, policy: Policy, rule: HbaRule, startup: StartupMessage) -> None:
+        if rule.method not in IMPLEMENTED_METHODS:
+            raise ClientError(
+                codes.SQLSTATE_INVALID_AUTHORIZATION,
+                f'authentication method "{rule.method}" is not supported by this pggate build',
+                log_detail=f'Connection matched file "{rule.file}" line {rule.line_number}: '
+                f'"{rule.raw_line}"',
+            )
+        if "authentication" in policy.config.log_connections:
+            log.info(
+                'connection authenticated: user="%s" method=%s (%s:%d)',
+                startup.user,
+                rule.method,
+                rule.file,
+                rule.line_number,
+            )
+
+    async def _open_backend(self, policy: Policy, startup: StartupMessage, protocol: int) -> None:
+        session = await upstream.login(policy.backend, startup.user, startup.params)
+        auth_ok = codec.authentication_ok()
+        if isinstance(session, LoginFailed):
+            # As PostgreSQL: authentication succeeded, then InitPostgres refused.
+            self.write(auth_ok + session.error_message)
+            log.log(logs.FATAL, "%s", session.error.message)
+            return
+        if self.eof or self.transport is None or self.transport.is_closing():
+            session.transport.close()
+            return
+        login = session.login
+        key_length = (
+            codes.CANCEL_KEY_LENGTH_3_2
+            if protocol >= codes.PROTOCOL_3_2
+            else codes.CANCEL_KEY_LENGTH_3_0
+        )
+        pid, key = self.gateway.cancel_keys.register(
+            key_length, login.backend_pid, login.backend_key, policy.backend
+        )
+        # The burst ends with ReadyForQuery; BackendKeyData goes just before it, as in PostgreSQL.
+        burst = login.burst
+        ready = burst[-6:]
+        greeting = auth_ok + burst[:-6] + codec.backend_key_data(pid, key) + ready + login.leftover
+        if "authorization" in policy.config.log_connections:
+            log.info(
+                "connection authorized: user=%s database=%s application_name=%s",
+                startup.user,
+                startup.database,
+                startup.application_name or "",
+            )
+        assert self.transport is not None
+        self.gateway.start_relay(
+            self,
+            self.transport,
+            session.transport,
+            to_client=greeting,
+            to_backend=self.take(),
+            cancel_pid=pid,
+        )
+
+    def _fail(self, err: ClientError) -> None:
+        self.write(codec.error_response(err))
+        extra = {"detail": err.log_detail} if err.log_detail else None
+        log.log(logs.FATAL, "%s", err.message, extra=extra)
+
+    def abort(self) -> None:
+        """Stop a session that has not reached the relay (shutdown)."""
+        if self.task is not None:
+            self.task.cancel()
+        self.close()
+
+
+__all__ = ["ClientSession", "relay"]

@@ -1,0 +1,218 @@
+"""Fixtures: a real PostgreSQL backend, and pggate gateways started in front of it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import psycopg
+import pytest
+
+from pggate import embedded
+
+DEBIAN_PG_BINDIR = Path("/usr/lib/postgresql/15/bin")
+READY_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, deadline: float, process: subprocess.Popen[bytes] | None) -> None:
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"pggate exited early with code {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port}")
+
+
+@dataclass
+class Backend:
+    cluster: embedded.EmbeddedCluster
+
+    @property
+    def conninfo(self) -> str:
+        return self.cluster.conninfo
+
+    def execute(self, *statements: str) -> None:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            for statement in statements:
+                conn.execute(statement.encode())
+
+
+@pytest.fixture(scope="session")
+def backend() -> Iterator[Backend]:
+    """A real PostgreSQL (Debian's 15 when present, else the embedded wheel's 18)."""
+    bindir = DEBIAN_PG_BINDIR if (DEBIAN_PG_BINDIR / "postgres").exists() else None
+    base = Path(tempfile.mkdtemp(prefix="pggate-backend-"))
+    os.chmod(base, 0o755)
+    cluster = embedded.EmbeddedCluster(
+        data_dir=base / "pgdata",
+        socket_dir=base / "run",
+        bindir=embedded.find_postgres_bindir(str(bindir) if bindir else None),
+        run_as=embedded.run_as_user(),
+    )
+    cluster.init()
+    cluster.start()
+    result = Backend(cluster)
+    result.execute(
+        "CREATE ROLE alice LOGIN",
+        "CREATE ROLE bob LOGIN",
+        "CREATE ROLE nologin_role NOLOGIN",
+        "CREATE ROLE staff NOLOGIN",
+        "GRANT staff TO bob",
+        "CREATE DATABASE appdb",
+        "CREATE DATABASE staff",
+    )
+    try:
+        yield result
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+DEFAULT_HBA = """\
+host all all 127.0.0.1/32 trust
+host all all ::1/128 trust
+"""
+
+
+@dataclass
+class Gateway:
+    directory: Path
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def dsn(self, **options: str) -> str:
+        values = {"host": "127.0.0.1", "port": str(self.port), "user": "postgres",
+                  "dbname": "postgres", "sslmode": "disable", "connect_timeout": "10"}
+        values.update(options)
+        return " ".join(f"{k}={v}" for k, v in values.items())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def write_hba(self, text: str) -> None:
+        (self.directory / "pg_hba.conf").write_text(textwrap.dedent(text))
+
+    def reload(self, expect: str = "configuration files reloaded") -> None:
+        """SIGHUP, then wait for the line pggate logs once the reload has been applied."""
+        before = self.log().count(expect)
+        self.process.send_signal(signal.SIGHUP)
+        self.wait_for_log(expect, count=before + 1)
+
+    def wait_for_log(self, text: str, count: int = 1, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log().count(text) >= count:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"{text!r} not in the log:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                return self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def start_gateway(
+    directory: Path, *extra_args: str, port: int | None = None, timeout: float = READY_TIMEOUT
+) -> Gateway:
+    port = port or int(_conf_value(directory, "port"))
+    log_path = directory / "pggate.log"
+    log_file = log_path.open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pggate", "serve", str(directory), *extra_args],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    log_file.close()
+    gateway = Gateway(directory, port, process, log_path)
+    try:
+        wait_for_port(port, time.monotonic() + timeout, process)
+    except Exception:
+        gateway.stop()
+        raise RuntimeError(f"pggate did not start:\n{gateway.log()}") from None
+    return gateway
+
+
+def _conf_value(directory: Path, name: str) -> str:
+    for line in (directory / "pggate.conf").read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == name:
+            return value.split("#")[0].strip().strip("'")
+    raise KeyError(name)
+
+
+GatewayFactory = Callable[..., Gateway]
+
+
+def login_error(port: int, user: str = "postgres", database: str = "postgres") -> tuple[str, str]:
+    """(SQLSTATE, message) of a refused login, read with asyncpg, which exposes both.
+
+    libpq (psycopg) reports connection failures without their SQLSTATE.
+    """
+
+    async def attempt() -> tuple[str, str]:
+        try:
+            conn = await asyncpg.connect(
+                host="127.0.0.1", port=port, user=user, database=database, ssl=False, timeout=30
+            )
+        except asyncpg.PostgresError as exc:
+            return str(exc.sqlstate), str(exc)
+        await conn.close()
+        raise AssertionError("the login succeeded")
+
+    return asyncio.run(attempt())
+
+
+@pytest.fixture
+def make_gateway(backend: Backend, tmp_path: Path) -> Iterator[GatewayFactory]:
+    """Start pggate in front of the shared backend; stopped at the end of the test."""
+    started: list[Gateway] = []
+
+    def factory(hba: str = DEFAULT_HBA, ident: str = "", conf: str = "") -> Gateway:
+        directory = tmp_path / f"gw{len(started)}"
+        directory.mkdir()
+        port = free_port()
+        (directory / "pggate.conf").write_text(
+            f"listen_addresses = '127.0.0.1'\nport = {port}\n"
+            f"backend = '{backend.conninfo}'\nlog_connections = on\n" + textwrap.dedent(conf)
+        )
+        (directory / "pg_hba.conf").write_text(textwrap.dedent(hba))
+        (directory / "pg_ident.conf").write_text(textwrap.dedent(ident))
+        gateway = start_gateway(directory, port=port)
+        started.append(gateway)
+        return gateway
+
+    yield factory
+    for gateway in started:
+        gateway.stop()
+
+
+@pytest.fixture
+def gateway(make_gateway: GatewayFactory) -> Gateway:
+    return make_gateway()

@@ -1,0 +1,104 @@
+"""The one-command path: ``pggate init DIR`` + ``pggate serve DIR`` with the embedded cluster."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import free_port, start_gateway
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def public_tmp() -> Iterator[Path]:
+    """A temp dir the unprivileged cluster user can traverse (pytest's tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="pggate-embedded-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def pggate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pggate", *args], capture_output=True, text=True, timeout=180
+    )
+
+
+def postmaster_running(data_dir: Path) -> bool:
+    pid_file = data_dir / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text().split()[0])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_init_serve_query_stop(public_tmp: Path) -> None:
+    directory = public_tmp / "gate"
+    port = free_port()
+    created = pggate("init", str(directory), "--port", str(port), "--listen-addresses", "127.0.0.1")
+    assert created.returncode == 0, created.stderr
+    for name in ("pggate.conf", "pg_hba.conf", "pg_ident.conf", "pgdata/PG_VERSION"):
+        assert (directory / name).exists(), name
+    checked = pggate("check", str(directory))
+    assert checked.returncode == 0, checked.stderr
+
+    gateway = start_gateway(directory, port=port, timeout=120)
+    try:
+        dsn = f"host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=disable"
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute("select current_user, setting from pg_settings "
+                               "where name = 'listen_addresses'").fetchone()
+        assert row == ("postgres", "")  # the embedded cluster has no TCP port of its own
+        psql = subprocess.run(["psql", dsn, "-XAtc", "select 1"], capture_output=True, text=True)
+        assert psql.stdout.strip() == "1", psql.stderr
+        assert postmaster_running(directory / "pgdata")
+    finally:
+        code = gateway.stop(signal.SIGTERM)
+    assert code == 0, gateway.log()
+    assert not postmaster_running(directory / "pgdata"), gateway.log()
+    if os.geteuid() == 0:
+        assert "PostgreSQL refuses to run as root" in gateway.log() or "runs as" in gateway.log()
+
+
+def test_check_reports_every_problem(public_tmp: Path) -> None:
+    directory = public_tmp / "hand"
+    directory.mkdir()
+    (directory / "pggate.conf").write_text(
+        "port = 99999\nno_such_parameter = 1\nbackend = 'host=127.0.0.1 port=5432'\n"
+    )
+    result = pggate("check", str(directory))
+    assert result.returncode != 0
+    assert 'line 1 of configuration file' in result.stderr
+    assert 'unrecognized configuration parameter "no_such_parameter"' in result.stderr
+
+
+def test_hand_written_directory_serves(public_tmp: Path) -> None:
+    """Just pggate.conf and the files it names: no init needed (backend is unreachable here)."""
+    directory = public_tmp / "hand"
+    directory.mkdir()
+    port = free_port()
+    (directory / "pggate.conf").write_text(
+        f"listen_addresses = '127.0.0.1'\nport = {port}\n"
+        f"backend = 'host=127.0.0.1 port={free_port()}'\n"
+        "hba_file = 'rules.conf'\n"
+    )
+    (directory / "rules.conf").write_text("host all all 127.0.0.1/32 reject\n")
+    gateway = start_gateway(directory, port=port)
+    try:
+        with pytest.raises(psycopg.OperationalError, match=r"pg_hba\.conf rejects connection"):
+            psycopg.connect(f"host=127.0.0.1 port={port} user=x dbname=y sslmode=disable")
+    finally:
+        gateway.stop()
