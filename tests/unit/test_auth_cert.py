@@ -47,7 +47,10 @@ def test_certificate_lines_need_a_ca_and_a_verified_certificate(line: str) -> No
         "client certificates can only be checked if a root certificate store is available",
     )
     err = failure(cert.check_before_auth, rule(line), None, True)
-    assert (err.sqlstate, err.message) == ("28000", "connection requires a valid client certificate")
+    assert (err.sqlstate, err.message) == (
+        "28000",
+        "connection requires a valid client certificate",
+    )
     unverified = cert.PeerCertificate(False, "ssltestuser", DN)
     assert failure(cert.check_before_auth, rule(line), unverified, True).sqlstate == "28000"
     cert.check_before_auth(rule(line), GOOD, ca_loaded=True)
@@ -79,8 +82,7 @@ def test_verify_full_mismatch_reports_the_method_failure() -> None:
     err = failure(cert.check_name, line, GOOD, "anotheruser", IdentMaps())
     assert err.message == '"trust" authentication failed for user "anotheruser"'
     assert err.log_detail == (
-        'certificate validation (clientcert=verify-full) failed for user "anotheruser": '
-        "CN mismatch"
+        'certificate validation (clientcert=verify-full) failed for user "anotheruser": CN mismatch'
     )
     scram = rule("hostssl all all 127.0.0.1/32 scram-sha-256 clientcert=verify-full")
     err = failure(cert.check_name, scram, GOOD, "anotheruser", IdentMaps())

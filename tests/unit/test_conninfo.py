@@ -12,10 +12,21 @@ from pggate.errors import ConfigError
     ("text", "expected"),
     [
         ("host=/tmp port=5433", {"host": "/tmp", "port": "5433"}),
-        ("host = db  user='a b' password='it\\'s'", {"host": "db", "user": "a b", "password": "it's"}),
-        ("postgresql://u:p%40ss@db.example:6000/app?sslmode=require",
-         {"user": "u", "password": "p@ss", "host": "db.example", "port": "6000", "dbname": "app",
-          "sslmode": "require"}),
+        (
+            "host = db  user='a b' password='it\\'s'",
+            {"host": "db", "user": "a b", "password": "it's"},
+        ),
+        (
+            "postgresql://u:p%40ss@db.example:6000/app?sslmode=require",
+            {
+                "user": "u",
+                "password": "p@ss",
+                "host": "db.example",
+                "port": "6000",
+                "dbname": "app",
+                "sslmode": "require",
+            },
+        ),
         ("postgres://[::1]:5432/x", {"host": "::1", "port": "5432", "dbname": "x"}),
         ("", {}),
     ],
