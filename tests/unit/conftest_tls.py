@@ -1,0 +1,191 @@
+"""Certificates made at test time for the TLS tests, and a memory pipe between two channels
+(no test functions here; a local helper so these tests do not depend on pggate.certs)."""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from pggate.tlsconf import TlsSettings, build_server_context
+from pggate.transport.tls import TlsChannel
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+@dataclass
+class Issued:
+    cert: x509.Certificate
+    key: PrivateKey
+    cert_path: Path
+    key_path: Path
+
+    @property
+    def der(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.DER)
+
+
+def new_key(kind: str) -> PrivateKey:
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def cn(name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+
+
+class CertFactory:
+    """A CA in ``directory`` issuing server and client certificates and CRLs."""
+
+    def __init__(self, directory: Path, ca_name: str = "Test CA") -> None:
+        self.dir = directory
+        self.ca = self._issue(cn(ca_name), "ca", ca=True, issuer=None)
+
+    def _issue(
+        self,
+        subject: x509.Name,
+        stem: str,
+        *,
+        ca: bool = False,
+        issuer: Issued | None,
+        kind: str = "ec",
+        algorithm: hashes.HashAlgorithm | None = None,
+        pss: bool = False,
+        server_names: tuple[str, ...] = (),
+        client: bool = False,
+        passphrase: bytes | None = None,
+    ) -> Issued:
+        key = new_key(kind)
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer.cert.subject if issuer else subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
+        if server_names:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(n) for n in server_names]),
+                critical=False,
+            ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        if client:
+            builder = builder.add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False
+            )
+        signer = issuer.key if issuer else key
+        if isinstance(signer, ed25519.Ed25519PrivateKey):
+            cert = builder.sign(signer, None)
+        elif pss:
+            assert algorithm is not None
+            cert = builder.sign(
+                signer,
+                algorithm,
+                rsa_padding=padding.PSS(
+                    mgf=padding.MGF1(algorithm), salt_length=algorithm.digest_size
+                ),
+            )
+        else:
+            cert = builder.sign(signer, algorithm or hashes.SHA256())  # type: ignore[arg-type]
+        cert_path = self.dir / f"{stem}.crt"
+        key_path = self.dir / f"{stem}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(passphrase)
+            if passphrase
+            else serialization.NoEncryption()
+        )
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+            )
+        )
+        key_path.chmod(0o600)
+        return Issued(cert, key, cert_path, key_path)
+
+    def server(self, stem: str = "server", **kw: object) -> Issued:
+        return self._issue(cn("localhost"), stem, issuer=self.ca, server_names=("localhost",), **kw)  # type: ignore[arg-type]
+
+    def client(self, stem: str, subject: x509.Name | str, **kw: object) -> Issued:
+        name = cn(subject) if isinstance(subject, str) else subject
+        return self._issue(name, stem, issuer=self.ca, client=True, **kw)  # type: ignore[arg-type]
+
+    def crl(self, *revoked: Issued, stem: str = "root") -> Path:
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.ca.cert.subject)
+            .last_update(now - datetime.timedelta(minutes=5))
+            .next_update(now + datetime.timedelta(days=1))
+        )
+        for issued in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(issued.cert.serial_number)
+                .revocation_date(now - datetime.timedelta(minutes=1))
+                .build()
+            )
+        crl = builder.sign(self.ca.key, hashes.SHA256())  # type: ignore[arg-type]
+        path = self.dir / f"{stem}.crl"
+        path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        return path
+
+    def settings(self, server: Issued, **kw: object) -> TlsSettings:
+        return TlsSettings(
+            ssl_cert_file=str(server.cert_path), ssl_key_file=str(server.key_path), **kw
+        )  # type: ignore[arg-type]
+
+    def server_context(self, server: Issued | None = None, **kw: object) -> ssl.SSLContext:
+        issued = server or self.server()
+        return build_server_context(self.settings(issued, **kw), reloading=False, prompt=None)
+
+    def client_context(
+        self, cert: Issued | None = None, *, alpn: list[str] | None = None
+    ) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(cafile=str(self.ca.cert_path))
+        ctx.set_alpn_protocols(["postgresql"] if alpn is None else alpn)
+        if cert is not None:
+            ctx.load_cert_chain(str(cert.cert_path), str(cert.key_path))
+        return ctx
+
+
+def client_channel(ctx: ssl.SSLContext) -> TlsChannel:
+    return TlsChannel(ctx, server_side=False, server_hostname="localhost")
+
+
+def handshake(client: TlsChannel, server: TlsChannel, *, rounds: int = 10) -> None:
+    """Drive both handshakes through memory until both are done."""
+    for _ in range(rounds):
+        out, client_done = client.handshake()
+        server.feed(out)
+        out, server_done = server.handshake()
+        client.feed(out)
+        if client_done and server_done:
+            return
+    raise AssertionError("handshake did not finish")
+
+
+def connect(
+    server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> tuple[TlsChannel, TlsChannel]:
+    client, server = client_channel(client_ctx), TlsChannel(server_ctx)
+    handshake(client, server)
+    return client, server
