@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except PggateError as exc:
-        log.log(logs.FATAL, "%s", exc)
+        logs.report(log, logs.FATAL, exc)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -28,9 +28,10 @@ class PostgresStyleFormatter(logging.Formatter):
         millis = int(record.msecs)
         level = _LEVEL_NAMES.get(record.levelno, record.levelname)
         text = f"{stamp}.{millis:03d} UTC [{record.process}] {level}:  {record.getMessage()}"
-        detail = getattr(record, "detail", None)
-        if detail:
-            text += f"\n{stamp}.{millis:03d} UTC [{record.process}] DETAIL:  {detail}"
+        for field in ("detail", "hint"):
+            value = getattr(record, field, None)
+            if value:
+                text += f"\n{stamp}.{millis:03d} UTC [{record.process}] {field.upper()}:  {value}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text
@@ -44,3 +45,9 @@ def setup_logging(level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+def report(logger: logging.Logger, level: int, err: BaseException) -> None:
+    """Log an error with the DETAIL and HINT lines it carries (config and TLS errors do)."""
+    extra = {name: getattr(err, name, None) for name in ("detail", "hint")}
+    logger.log(level, "%s", err, extra=extra)

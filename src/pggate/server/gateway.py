@@ -7,6 +7,7 @@ import hmac
 import ipaddress
 import logging
 import secrets
+import ssl
 from dataclasses import dataclass, field
 
 import psutil
@@ -15,6 +16,7 @@ from pggate.conninfo import BackendAddress
 from pggate.policy import Policy
 from pggate.server import relay, upstream
 from pggate.server.session import ClientSession
+from pggate.transport.tls import TlsChannel
 
 log = logging.getLogger("pggate.gateway")
 
@@ -83,8 +85,9 @@ def local_interfaces() -> tuple[Interface, ...]:
 class Gateway:
     """State shared by all sessions of one process; swapped policy on reload."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, tls_context: ssl.SSLContext | None = None) -> None:
         self.policy = policy
+        self.tls_context = tls_context
         self.connection_count = 0
         self.stopping = False
         self.cancel_keys = CancelKeys()
@@ -109,6 +112,7 @@ class Gateway:
         to_client: bytes,
         to_backend: bytes,
         cancel_pid: int,
+        channel: TlsChannel | None = None,
     ) -> None:
         self.relaying[session] = (client, backend)
         self.idle.clear()
@@ -120,7 +124,14 @@ class Gateway:
             if not self.relaying:
                 self.idle.set()
 
-        relay.splice(client, backend, to_client=to_client, to_backend=to_backend, on_close=closed)
+        relay.splice(
+            client,
+            backend,
+            to_client=to_client,
+            to_backend=to_backend,
+            on_close=closed,
+            channel=channel,
+        )
 
     async def cancel(self, pid: int, key: bytes) -> None:
         target = self.cancel_keys.match(pid, key)

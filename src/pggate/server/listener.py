@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
 import signal
 import socket
-from collections.abc import Mapping
+import ssl
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pggate import config as config_module
+from pggate import logs, tlsconf
 from pggate import policy as policy_module
+from pggate.config import Config
 from pggate.errors import ConfigError, PggateError
 from pggate.server.gateway import Gateway
 
@@ -62,8 +66,31 @@ async def open_listeners(gateway: Gateway) -> list[asyncio.Server]:
     return servers
 
 
+def terminal_prompt() -> Callable[[str], str] | None:
+    """Ask for a key passphrase on the controlling terminal; None when there is none."""
+    try:
+        with open("/dev/tty"):
+            pass
+    except OSError:
+        return None
+    return getpass.getpass
+
+
+def load_tls(cfg: Config, *, reloading: bool) -> ssl.SSLContext | None:
+    """The server TLS context for ``cfg`` (None when ssl is off); raises ConfigError."""
+    if not cfg.ssl:
+        return None
+    return tlsconf.build_server_context(
+        tlsconf.TlsSettings.from_config(cfg),
+        reloading=reloading,
+        prompt=None if reloading else terminal_prompt(),
+        log=log.info,
+    )
+
+
 def reload(gateway: Gateway, overrides: Mapping[str, str]) -> None:
-    """SIGHUP: re-read everything; apply only if all of it loads."""
+    """SIGHUP: re-read everything. As in PostgreSQL, pggate.conf, pg_hba.conf and the TLS
+    files are each all-or-nothing: a broken one is logged and its previous state stays."""
     log.info("received SIGHUP, reloading configuration files")
     old = gateway.policy
     try:
@@ -71,11 +98,16 @@ def reload(gateway: Gateway, overrides: Mapping[str, str]) -> None:
         merged, messages = config_module.reload_diff(old.config, fresh)
         new_policy = policy_module.build(merged, previous=old)
     except ConfigError as exc:
-        log.error("%s", exc)
+        logs.report(log, logging.ERROR, exc)
         log.info("configuration files were not reloaded; the previous configuration stays")
         return
     for message in messages:
         log.info("%s", message)
+    try:
+        gateway.tls_context = load_tls(new_policy.config, reloading=True)
+    except ConfigError as exc:
+        logs.report(log, logging.ERROR, exc)
+        log.info("SSL configuration was not reloaded")
     gateway.policy = new_policy
     log.info("configuration files reloaded")
 
@@ -123,6 +155,7 @@ def run(directory: Path, overrides: Mapping[str, str]) -> int:
     from pggate import embedded
 
     policy = policy_module.load(directory, overrides)
+    tls_context = load_tls(policy.config, reloading=False)
     cluster = None
     if policy.embedded:
         cluster = embedded.EmbeddedCluster.for_gateway(
@@ -131,21 +164,16 @@ def run(directory: Path, overrides: Mapping[str, str]) -> int:
         cluster.start()
         log.info("embedded PostgreSQL started (%s)", policy.backend.describe())
     try:
-        return _run_loop(policy, overrides)
+        return _run_loop(Gateway(policy, tls_context), overrides)
     finally:
         if cluster is not None:
             cluster.stop()
             log.info("embedded PostgreSQL stopped")
 
 
-def _run_loop(policy: policy_module.Policy, overrides: Mapping[str, str]) -> int:
+def _run_loop(gateway: Gateway, overrides: Mapping[str, str]) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every platform we run
-        return asyncio.run(_main(policy, overrides))
-    return uvloop.run(_main(policy, overrides))
-
-
-async def _main(policy: policy_module.Policy, overrides: Mapping[str, str]) -> int:
-    gateway = Gateway(policy)
-    return await serve_forever(gateway, overrides)
+        return asyncio.run(serve_forever(gateway, overrides))
+    return uvloop.run(serve_forever(gateway, overrides))

@@ -10,7 +10,12 @@ and resume when it drains. Both ends drop their references to each other in
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
+
+from pggate.transport.tls import TlsChannel, TlsError
+
+log = logging.getLogger("pggate.relay")
 
 # Write-buffer thresholds per transport: large enough for a COPY to stream without stalls,
 # small enough that an idle or slow client does not pin much memory.
@@ -59,6 +64,51 @@ class RelayEnd(asyncio.Protocol):
             on_close()
 
 
+class TlsClientEnd(RelayEnd):
+    """The client side of a TLS session: decrypt, forward plaintext to the backend."""
+
+    __slots__ = ("channel",)
+
+    def __init__(self, transport: asyncio.Transport, channel: TlsChannel) -> None:
+        super().__init__(transport)
+        self.channel = channel
+
+    def data_received(self, data: bytes) -> None:
+        channel = self.channel
+        try:
+            plain = channel.feed(data)
+        except TlsError as err:
+            log.info("%s", err.log_message)
+            if self.transport is not None:
+                self.transport.write(err.output)
+                self.transport.close()
+            return
+        peer = self.peer
+        if plain and peer is not None and peer.transport is not None:
+            peer.transport.write(plain)
+        if self.transport is not None:
+            queued = channel.pending_output()  # e.g. a TLS 1.3 KeyUpdate answer
+            if queued:
+                self.transport.write(queued)
+            if channel.peer_closed:
+                self.transport.close()
+
+
+class TlsBackendEnd(RelayEnd):
+    """The backend side of a TLS session: encrypt what the backend says for the client."""
+
+    __slots__ = ("channel",)
+
+    def __init__(self, transport: asyncio.Transport, channel: TlsChannel) -> None:
+        super().__init__(transport)
+        self.channel = channel
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.write(self.channel.encrypt(data))
+
+
 def splice(
     client: asyncio.Transport,
     backend: asyncio.Transport,
@@ -66,9 +116,19 @@ def splice(
     to_client: bytes,
     to_backend: bytes,
     on_close: Callable[[], None],
+    channel: TlsChannel | None = None,
 ) -> None:
-    """Switch both transports to relaying, after flushing bytes already in hand."""
-    client_end, backend_end = RelayEnd(client), RelayEnd(backend)
+    """Switch both transports to relaying, after flushing bytes already in hand.
+
+    ``to_client`` is already encoded for the wire (encrypted when ``channel`` is given).
+    """
+    client_end: RelayEnd
+    backend_end: RelayEnd
+    if channel is None:
+        client_end, backend_end = RelayEnd(client), RelayEnd(backend)
+    else:
+        client_end = TlsClientEnd(client, channel)
+        backend_end = TlsBackendEnd(backend, channel)
     client_end.peer, backend_end.peer = backend_end, client_end
     client_end._on_close = on_close
     for transport, end in ((client, client_end), (backend, backend_end)):

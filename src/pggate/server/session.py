@@ -11,9 +11,11 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import ssl
 from typing import TYPE_CHECKING
 
 from pggate import logs
+from pggate.auth import cert
 from pggate.errors import ClientError, SilentClose
 from pggate.hba import ConnectionFacts, HbaRule
 from pggate.proto import codec, codes
@@ -22,6 +24,7 @@ from pggate.proto.backend import LoginFailed
 from pggate.proto.messages import StartupMessage
 from pggate.server import catalog, relay, upstream
 from pggate.server.inbox import InboxProtocol
+from pggate.transport.tls import TlsChannel, TlsError, TlsHandshakeError
 
 if TYPE_CHECKING:
     from pggate.policy import Policy
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pggate.session")
 
 # Methods this build can run; the others are refused with a clear FATAL until implemented.
-IMPLEMENTED_METHODS = frozenset({"trust", "reject"})
+IMPLEMENTED_METHODS = frozenset({"trust", "reject", "cert"})
 
 
 class ClientSession(InboxProtocol):
@@ -43,6 +46,9 @@ class ClientSession(InboxProtocol):
         self.port = ""
         self.counted = False
         self.task: asyncio.Task[None] | None = None
+        self.channel: TlsChannel | None = None
+        # Decrypted (or plain) bytes received but not yet consumed by the current phase.
+        self.plain = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -86,20 +92,48 @@ class ClientSession(InboxProtocol):
                 self._release()
                 self.close()
 
+    def send(self, data: bytes) -> None:
+        """Write protocol bytes to the client, through TLS when it is in use."""
+        self.write(self.channel.encrypt(data) if self.channel is not None else data)
+
+    async def receive(self) -> bytes | None:
+        """The next protocol bytes from the client (decrypted); None at end of stream."""
+        if self.plain:
+            data = bytes(self.plain)
+            self.plain.clear()
+            return data
+        while await self.wait_for_data():
+            raw = self.take()
+            channel = self.channel
+            if channel is None:
+                return raw
+            try:
+                data = channel.feed(raw)
+            except TlsError as err:
+                self.write(err.output)
+                raise SilentClose(err.log_message) from None
+            queued = channel.pending_output()
+            if queued:
+                self.write(queued)
+            if data:
+                return data
+            if channel.peer_closed:
+                return None
+        return None
+
     async def _negotiate(self) -> tuple[StartupMessage | None, int]:
         """Run the pre-startup exchange until a StartupMessage (or the end of the connection)."""
-        negotiator = neg.Negotiator(ssl_enabled=False, gss_enabled=False)
+        tls = self.gateway.tls_context
+        negotiator = neg.Negotiator(ssl_enabled=tls is not None, gss_enabled=False)
         while True:
-            if await self.wait_for_data():
-                events = negotiator.receive(self.take())
-            else:
-                events = negotiator.eof()
+            data = await self.receive()
+            events = negotiator.receive(data) if data is not None else negotiator.eof()
             for event in events:
                 if isinstance(event, neg.Send):
-                    self.write(event.data)
+                    self.send(event.data)
                 elif isinstance(event, neg.Close):
                     if event.error:
-                        self.write(event.error)
+                        self.send(event.error)
                     if event.log:
                         log.info("%s", event.log)
                     return None, 0
@@ -108,14 +142,51 @@ class ClientSession(InboxProtocol):
                     return None, 0
                 elif isinstance(event, neg.Startup):
                     # Bytes behind the startup packet belong to the authentication phase.
-                    self.inbox[:0] = event.pending
+                    self.plain[:0] = event.pending
                     if event.negotiate:
-                        self.write(event.negotiate)
+                        self.send(event.negotiate)
                     return event.message, event.protocol
+                elif isinstance(event, neg.StartTLS) and tls is not None:
+                    self.plain[:0] = await self._start_tls(tls, event.pending, direct=False)
+                    negotiator.encryption_established("ssl")
+                elif isinstance(event, neg.StartDirectTLS) and tls is not None:
+                    self.plain[:0] = await self._start_tls(tls, event.initial, direct=True)
+                    negotiator.encryption_established("direct_ssl")
                 else:
-                    # TLS and GSS are not enabled in this build, so the negotiator never
-                    # accepts them; reaching here is a bug, not a client error.
+                    # GSS is not configured in this build, so the negotiator never accepts
+                    # it; reaching here is a bug, not a client error.
                     raise RuntimeError(f"unexpected negotiation event {event!r}")
+
+    async def _start_tls(self, context: ssl.SSLContext, initial: bytes, *, direct: bool) -> bytes:
+        """Run the TLS handshake; returns plaintext that arrived with it.
+
+        Bytes already received behind the request go into the TLS layer (PostgreSQL 17+
+        behaviour), never to the plaintext protocol: the CVE-2021-23214 class of attack.
+        """
+        channel = TlsChannel(context, initial + self.take())
+        try:
+            while True:
+                out, done = channel.handshake()
+                if out:
+                    self.write(out)
+                if done:
+                    break
+                if not await self.wait_for_data():
+                    raise SilentClose("could not accept SSL connection: EOF detected")
+                channel.feed(self.take())
+        except TlsHandshakeError as err:
+            self.write(err.output)
+            raise SilentClose(err.log_message) from None
+        if direct and channel.alpn != codes.ALPN_POSTGRESQL:
+            # PostgreSQL 17+: direct TLS requires ALPN, or a client could be fooled into
+            # talking to a different TLS service on the same port.
+            self.write(channel.close())
+            raise SilentClose(
+                "received direct SSL connection request without ALPN protocol negotiation "
+                "extension"
+            )
+        self.channel = channel
+        return channel.feed(b"")
 
     def _admit(self) -> None:
         """Count the connection against max_connections (PostgreSQL checks after startup)."""
@@ -145,7 +216,7 @@ class ClientSession(InboxProtocol):
         hostname = await self._verified_hostname(address) if hba.needs_hostname else None
         facts = ConnectionFacts(
             is_local=False,
-            ssl=False,
+            ssl=self.channel is not None,
             gss=False,
             address=address,
             hostname=hostname,
@@ -183,14 +254,28 @@ class ClientSession(InboxProtocol):
         return name if address in forward else None
 
     def _authenticate(self, policy: Policy, rule: HbaRule, startup: StartupMessage) -> None:
+        detail = rule.log_detail
         if rule.method not in IMPLEMENTED_METHODS:
             raise ClientError(
                 codes.SQLSTATE_INVALID_AUTHORIZATION,
                 f'authentication method "{rule.method}" is not supported by this pggate build',
-                log_detail=f'Connection matched file "{rule.file}" line {rule.line_number}: '
-                f'"{rule.raw_line}"',
+                log_detail=detail,
             )
-        if "authentication" in policy.config.log_connections:
+        peer = self._peer_certificate()
+        cert.check_before_auth(rule, peer, ca_loaded=bool(policy.config.ssl_ca_file))
+        log_auth = "authentication" in policy.config.log_connections
+        if rule.method == "cert":
+            assert peer is not None  # check_before_auth demands a verified certificate
+            if log_auth:
+                log.info(
+                    'connection authenticated: identity="%s" method=cert (%s:%d)',
+                    cert.authenticated_identity(peer),
+                    rule.file,
+                    rule.line_number,
+                )
+        if peer is not None:
+            cert.check_name(rule, peer, startup.user, policy.ident)
+        if log_auth and rule.method == "trust":
             log.info(
                 'connection authenticated: user="%s" method=%s (%s:%d)',
                 startup.user,
@@ -199,12 +284,30 @@ class ClientSession(InboxProtocol):
                 rule.line_number,
             )
 
+    def _peer_certificate(self) -> cert.PeerCertificate | None:
+        channel = self.channel
+        if channel is None:
+            return None
+        return cert.PeerCertificate(
+            verified=channel.peer_cert_verified,
+            common_name=channel.peer_common_name,
+            distinguished_name=channel.peer_dn_rfc2253,
+        )
+
+    def _encryption_summary(self) -> str:
+        """The tail of PostgreSQL's ``connection authorized`` line."""
+        channel = self.channel
+        if channel is None or channel.cipher is None:
+            return ""
+        name, bits = channel.cipher
+        return f" SSL enabled (protocol={channel.version}, cipher={name}, bits={bits})"
+
     async def _open_backend(self, policy: Policy, startup: StartupMessage, protocol: int) -> None:
         session = await upstream.login(policy.backend, startup.user, startup.params)
         auth_ok = codec.authentication_ok()
         if isinstance(session, LoginFailed):
             # As PostgreSQL: authentication succeeded, then InitPostgres refused.
-            self.write(auth_ok + session.error_message)
+            self.send(auth_ok + session.error_message)
             log.log(logs.FATAL, "%s", session.error.message)
             return
         if self.eof or self.transport is None or self.transport.is_closing():
@@ -225,23 +328,28 @@ class ClientSession(InboxProtocol):
         greeting = auth_ok + burst[:-6] + codec.backend_key_data(pid, key) + ready + login.leftover
         if "authorization" in policy.config.log_connections:
             log.info(
-                "connection authorized: user=%s database=%s application_name=%s",
+                "connection authorized: user=%s database=%s application_name=%s%s",
                 startup.user,
                 startup.database,
                 startup.application_name or "",
+                self._encryption_summary(),
             )
         assert self.transport is not None
+        channel = self.channel
+        pending = bytes(self.plain) + (channel.feed(self.take()) if channel else self.take())
+        self.plain.clear()
         self.gateway.start_relay(
             self,
             self.transport,
             session.transport,
-            to_client=greeting,
-            to_backend=self.take(),
+            to_client=channel.encrypt(greeting) if channel else greeting,
+            to_backend=pending,
             cancel_pid=pid,
+            channel=channel,
         )
 
     def _fail(self, err: ClientError) -> None:
-        self.write(codec.error_response(err))
+        self.send(codec.error_response(err))
         extra = {"detail": err.log_detail} if err.log_detail else None
         log.log(logs.FATAL, "%s", err.message, extra=extra)
 
