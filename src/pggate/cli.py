@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pggate import logs
+from pggate.certcli import add_cert_commands
 from pggate.errors import ConfigError, PggateError
 
 log = logging.getLogger("pggate.cli")
@@ -32,6 +33,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     initdir.create(
         Path(args.directory),
         backend=args.backend,
+        hostnames=args.hostname,
         port=args.port,
         listen_addresses=args.listen_addresses,
         postgres_bindir=args.postgres_bindir,
@@ -72,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         help="libpq conninfo of an existing PostgreSQL to front (default: an embedded cluster)",
     )
+    init.add_argument(
+        "--hostname",
+        action="append",
+        default=[],
+        help="a name (or IP) clients use for the gateway; goes into server.crt (repeatable)",
+    )
     init.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
     init.add_argument("--listen-addresses", default="localhost", help="listen_addresses")
     init.add_argument("--postgres-bindir", help="PostgreSQL binaries for the embedded cluster")
@@ -86,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("directory")
     check.add_argument("-c", dest="set", action="append", default=[], metavar="NAME=VALUE")
     check.set_defaults(func=cmd_check)
+
+    add_cert_commands(commands)
     return parser
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from pggate import certs, embedded
 from pggate import config as config_module
-from pggate import embedded
 from pggate import policy as policy_module
 from pggate.conninfo import backend_address
 from pggate.errors import ConfigError, PggateError
@@ -35,6 +35,7 @@ def create(
     directory: Path,
     *,
     backend: str | None,
+    hostnames: list[str],
     port: int,
     listen_addresses: str,
     postgres_bindir: str | None,
@@ -45,7 +46,15 @@ def create(
     if backend:
         backend_address(backend)  # validate before writing anything
     directory.mkdir(parents=True, exist_ok=True)
-    settings: dict[str, str] = {"port": str(port), "listen_addresses": listen_addresses}
+    # TLS on by default: a local CA (root.crt, also the CA for client certificates) and a
+    # server certificate for the names given plus localhost, so verify-full works at once.
+    certs.init_tls(directory, hostnames)
+    settings: dict[str, str] = {
+        "port": str(port),
+        "listen_addresses": listen_addresses,
+        "ssl": "on",
+        "ssl_ca_file": certs.ROOT_CERT,
+    }
     if backend:
         settings["backend"] = backend
     if postgres_bindir:
