@@ -29,9 +29,13 @@ class Config:
     max_connections: int
     password_encryption: str
     pool_mode: str
+    pool_size: int
     port: int
     postgres_bindir: str
     scram_iterations: int
+    server_idle_timeout: int  # seconds
+    server_lifetime: int  # seconds
+    server_reset_query: str
     ssl: bool
     ssl_ca_file: str
     ssl_cert_file: str

@@ -35,8 +35,9 @@ def role_memberships_sql(user: str) -> str:
     """Every role ``user`` belongs to, directly or indirectly, itself included (hba is_member)."""
     return (
         "WITH RECURSIVE m(roleid) AS ("
-        " SELECT oid FROM pg_catalog.pg_roles WHERE rolname = " + quote_literal(user) +
-        " UNION SELECT a.roleid FROM pg_catalog.pg_auth_members a JOIN m ON a.member = m.roleid"
+        " SELECT oid FROM pg_catalog.pg_roles WHERE rolname = "
+        + quote_literal(user)
+        + " UNION SELECT a.roleid FROM pg_catalog.pg_auth_members a JOIN m ON a.member = m.roleid"
         ") SELECT r.rolname FROM pg_catalog.pg_roles r JOIN m ON r.oid = m.roleid"
     )
 
@@ -48,6 +49,7 @@ class QueryResult:
     rows: list[list[str | None]] = field(default_factory=list)
     error: dict[str, str] | None = None
     done: bool = False
+    status: bytes = b""  # the ReadyForQuery transaction status: I, T or E
     _buffer: bytearray = field(default_factory=bytearray)
 
     def receive(self, data: bytes) -> bool:
@@ -66,8 +68,14 @@ class QueryResult:
                 self.error = codec.parse_error_fields(bytes(body))
             elif kind == b"Z":
                 self.done = True
+                self.status = bytes(body[:1])
             del self._buffer[:consumed]
         return self.done
+
+    @property
+    def idle(self) -> bool:
+        """The backend is outside any transaction block."""
+        return self.status == b"I"
 
 
 def _parse_data_row(body: bytes) -> list[str | None]:

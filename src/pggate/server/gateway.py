@@ -8,13 +8,14 @@ import ipaddress
 import logging
 import secrets
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psutil
 
 from pggate.conninfo import BackendAddress
 from pggate.policy import Policy
-from pggate.server import relay, upstream
+from pggate.server import pool, relay, upstream
 from pggate.server.session import ClientSession
 from pggate.transport.tls import TlsChannel
 
@@ -88,6 +89,8 @@ class Gateway:
     def __init__(self, policy: Policy, tls_context: ssl.SSLContext | None = None) -> None:
         self.policy = policy
         self.tls_context = tls_context
+        self.pool = pool.BackendPool()
+        self.configure(policy)
         self.connection_count = 0
         self.stopping = False
         self.cancel_keys = CancelKeys()
@@ -96,6 +99,16 @@ class Gateway:
         self.local_interfaces = local_interfaces()
         self.idle = asyncio.Event()
         self.idle.set()
+
+    def configure(self, policy: Policy) -> None:
+        """Apply a (re)loaded policy."""
+        self.policy = policy
+        cfg = policy.config
+        self.pool.configure(
+            cfg.pool_size, cfg.server_idle_timeout, cfg.server_lifetime, cfg.server_reset_query
+        )
+        if cfg.pool_mode != "session":
+            self.pool.close_all()
 
     def new_session(self) -> ClientSession:
         return ClientSession(self)
@@ -113,6 +126,7 @@ class Gateway:
         to_backend: bytes,
         cancel_pid: int,
         channel: TlsChannel | None = None,
+        release: Callable[[asyncio.Transport], None] | None = None,
     ) -> None:
         self.relaying[session] = (client, backend)
         self.idle.clear()
@@ -124,6 +138,7 @@ class Gateway:
             if not self.relaying:
                 self.idle.set()
 
+        ends = None if release is None else pool.make_ends(client, backend, channel, release)
         relay.splice(
             client,
             backend,
@@ -131,6 +146,7 @@ class Gateway:
             to_backend=to_backend,
             on_close=closed,
             channel=channel,
+            ends=ends,
         )
 
     async def cancel(self, pid: int, key: bytes) -> None:
@@ -145,3 +161,4 @@ class Gateway:
         for client, backend in list(self.relaying.values()):
             client.close()
             backend.close()
+        self.pool.close_all()

@@ -108,7 +108,7 @@ def reload(gateway: Gateway, overrides: Mapping[str, str]) -> None:
     except ConfigError as exc:
         logs.report(log, logging.ERROR, exc)
         log.info("SSL configuration was not reloaded")
-    gateway.policy = new_policy
+    gateway.configure(new_policy)
     log.info("configuration files reloaded")
 
 

@@ -83,15 +83,20 @@ class TlsClientEnd(RelayEnd):
                 self.transport.write(err.output)
                 self.transport.close()
             return
-        peer = self.peer
-        if plain and peer is not None and peer.transport is not None:
-            peer.transport.write(plain)
+        if plain:
+            self.forward(plain)
         if self.transport is not None:
             queued = channel.pending_output()  # e.g. a TLS 1.3 KeyUpdate answer
             if queued:
                 self.transport.write(queued)
             if channel.peer_closed:
                 self.transport.close()
+
+
+    def forward(self, plain: bytes) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.write(plain)
 
 
 class TlsBackendEnd(RelayEnd):
@@ -117,14 +122,18 @@ def splice(
     to_backend: bytes,
     on_close: Callable[[], None],
     channel: TlsChannel | None = None,
+    ends: tuple[RelayEnd, RelayEnd] | None = None,
 ) -> None:
     """Switch both transports to relaying, after flushing bytes already in hand.
 
     ``to_client`` is already encoded for the wire (encrypted when ``channel`` is given).
+    ``ends`` replaces the default pair of protocols (the pool's variants).
     """
     client_end: RelayEnd
     backend_end: RelayEnd
-    if channel is None:
+    if ends is not None:
+        client_end, backend_end = ends
+    elif channel is None:
         client_end, backend_end = RelayEnd(client), RelayEnd(backend)
     else:
         client_end = TlsClientEnd(client, channel)

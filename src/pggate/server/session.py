@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+import time
 from typing import TYPE_CHECKING
 
 from pggate import logs
@@ -24,6 +25,7 @@ from pggate.proto.backend import LoginFailed
 from pggate.proto.messages import StartupMessage
 from pggate.server import catalog, relay, upstream
 from pggate.server.inbox import InboxProtocol
+from pggate.server.pool import pool_key
 from pggate.transport.tls import TlsChannel, TlsError, TlsHandshakeError
 
 if TYPE_CHECKING:
@@ -303,29 +305,37 @@ class ClientSession(InboxProtocol):
         return f" SSL enabled (protocol={channel.version}, cipher={name}, bits={bits})"
 
     async def _open_backend(self, policy: Policy, startup: StartupMessage, protocol: int) -> None:
-        session = await upstream.login(policy.backend, startup.user, startup.params)
+        gateway = self.gateway
+        key = pool_key(startup.user, startup.database, startup.params)
+        pooled = policy.config.pool_mode == "session"
+        reused = gateway.pool.acquire(key) if pooled else None
         auth_ok = codec.authentication_ok()
-        if isinstance(session, LoginFailed):
-            # As PostgreSQL: authentication succeeded, then InitPostgres refused.
-            self.send(auth_ok + session.error_message)
-            log.log(logs.FATAL, "%s", session.error.message)
-            return
+        if reused is not None:
+            backend, login, created = reused.transport, reused.login, reused.created
+        else:
+            session = await upstream.login(policy.backend, startup.user, startup.params)
+            if isinstance(session, LoginFailed):
+                # As PostgreSQL: authentication succeeded, then InitPostgres refused.
+                self.send(auth_ok + session.error_message)
+                log.log(logs.FATAL, "%s", session.error.message)
+                return
+            backend, login, created = session.transport, session.login, time.monotonic()
         if self.eof or self.transport is None or self.transport.is_closing():
-            session.transport.close()
+            backend.close()
             return
-        login = session.login
         key_length = (
             codes.CANCEL_KEY_LENGTH_3_2
             if protocol >= codes.PROTOCOL_3_2
             else codes.CANCEL_KEY_LENGTH_3_0
         )
-        pid, key = self.gateway.cancel_keys.register(
+        pid, cancel_key = gateway.cancel_keys.register(
             key_length, login.backend_pid, login.backend_key, policy.backend
         )
         # The burst ends with ReadyForQuery; BackendKeyData goes just before it, as in PostgreSQL.
         burst = login.burst
         ready = burst[-6:]
-        greeting = auth_ok + burst[:-6] + codec.backend_key_data(pid, key) + ready + login.leftover
+        greeting = auth_ok + burst[:-6] + codec.backend_key_data(pid, cancel_key) + ready
+        greeting += login.leftover
         if "authorization" in policy.config.log_connections:
             log.info(
                 "connection authorized: user=%s database=%s application_name=%s%s",
@@ -334,18 +344,25 @@ class ClientSession(InboxProtocol):
                 startup.application_name or "",
                 self._encryption_summary(),
             )
-        assert self.transport is not None
+        release = None
+        if pooled:
+
+            def release(transport: asyncio.Transport) -> None:
+                gateway.pool.release(key, transport, login, created)
+
         channel = self.channel
         pending = bytes(self.plain) + (channel.feed(self.take()) if channel else self.take())
         self.plain.clear()
-        self.gateway.start_relay(
+        assert self.transport is not None
+        gateway.start_relay(
             self,
             self.transport,
-            session.transport,
+            backend,
             to_client=channel.encrypt(greeting) if channel else greeting,
             to_backend=pending,
             cancel_pid=pid,
             channel=channel,
+            release=release,
         )
 
     def _fail(self, err: ClientError) -> None:

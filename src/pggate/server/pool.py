@@ -1,0 +1,280 @@
+"""Backend connection reuse (``pool_mode = session``).
+
+PostgreSQL forks a process per connection; a secure front door that reuses backend connections
+accepts new TLS clients faster than PostgreSQL can fork. A backend connection is reused only by
+a client with the same role, database and startup parameters (so its session defaults are
+exactly what that client asked for), after ``server_reset_query`` succeeded on it, and only if
+the previous client left cleanly: it sent Terminate while the backend was idle outside a
+transaction. Anything else closes the backend instead. A backend is never shared between roles.
+
+The relay learns "idle" and "clean exit" from the last bytes of each chunk (ReadyForQuery ``I``
+ends the backend's chunk; Terminate is the client's whole last chunk), which costs one
+``endswith`` per chunk and no message parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from pggate.proto import codec, query
+from pggate.proto.backend import LoginComplete
+from pggate.server import relay
+from pggate.server.inbox import InboxProtocol
+from pggate.transport.tls import TlsChannel
+
+log = logging.getLogger("pggate.pool")
+
+PoolKey = tuple[str, str, tuple[tuple[str, str], ...]]
+IDLE_READY = codec.ready_for_query(b"I")
+TERMINATE = codec.terminate()
+RESET_TIMEOUT = 10.0
+SWEEP_INTERVAL = 5.0
+
+
+def pool_key(user: str, database: str, parameters: Mapping[str, str]) -> PoolKey:
+    return (user, database, tuple(sorted(parameters.items())))
+
+
+@dataclass(slots=True)
+class PooledBackend:
+    """An idle, reset backend connection and what its login told the first client."""
+
+    transport: asyncio.Transport
+    protocol: InboxProtocol
+    login: LoginComplete
+    created: float
+    idle_since: float = 0.0
+
+    def usable(self) -> bool:
+        return not self.protocol.eof and not self.protocol.inbox and not self.transport.is_closing()
+
+
+@dataclass(slots=True)
+class ExitTracker:
+    """What the relay saw that decides whether the backend may be reused."""
+
+    backend_idle: bool = True
+    client_clean_exit: bool = False
+
+
+class PooledClientEnd(relay.RelayEnd):
+    """Client side in pool mode: keeps the client's Terminate away from the backend."""
+
+    __slots__ = ("release", "tracker")
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        tracker: ExitTracker,
+        release: Callable[[asyncio.Transport], None],
+    ) -> None:
+        super().__init__(transport)
+        self.tracker = tracker
+        self.release = release
+
+    def data_received(self, data: bytes) -> None:
+        forward_client_bytes(self, self.tracker, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        detach_or_close(self, self.tracker, self.release, exc)
+
+
+class PooledTlsClientEnd(relay.TlsClientEnd):
+    """Client side in pool mode over TLS."""
+
+    __slots__ = ("release", "tracker")
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        channel: TlsChannel,
+        tracker: ExitTracker,
+        release: Callable[[asyncio.Transport], None],
+    ) -> None:
+        super().__init__(transport, channel)
+        self.tracker = tracker
+        self.release = release
+
+    def forward(self, plain: bytes) -> None:
+        forward_client_bytes(self, self.tracker, plain)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        detach_or_close(self, self.tracker, self.release, exc)
+
+
+class PooledBackendEnd(relay.RelayEnd):
+    __slots__ = ("tracker",)
+
+    def __init__(self, transport: asyncio.Transport, tracker: ExitTracker) -> None:
+        super().__init__(transport)
+        self.tracker = tracker
+
+    def data_received(self, data: bytes) -> None:
+        self.tracker.backend_idle = data.endswith(IDLE_READY)
+        relay.RelayEnd.data_received(self, data)
+
+
+class PooledTlsBackendEnd(relay.TlsBackendEnd):
+    __slots__ = ("tracker",)
+
+    def __init__(self, transport: asyncio.Transport, channel: TlsChannel, tracker: ExitTracker):
+        super().__init__(transport, channel)
+        self.tracker = tracker
+
+    def data_received(self, data: bytes) -> None:
+        self.tracker.backend_idle = data.endswith(IDLE_READY)
+        relay.TlsBackendEnd.data_received(self, data)
+
+
+def forward_client_bytes(end: relay.RelayEnd, tracker: ExitTracker, data: bytes) -> None:
+    if data == TERMINATE:
+        tracker.client_clean_exit = True
+        return
+    tracker.backend_idle = False  # a request is on its way; idle again at its ReadyForQuery
+    peer = end.peer
+    if peer is not None and peer.transport is not None:
+        peer.transport.write(data)
+
+
+def detach_or_close(
+    end: relay.RelayEnd,
+    tracker: ExitTracker,
+    release: Callable[[asyncio.Transport], None],
+    exc: Exception | None,
+) -> None:
+    """On client loss: give an idle backend back for reset, otherwise close both as usual."""
+    peer = end.peer
+    if (
+        peer is not None
+        and peer.transport is not None
+        and tracker.client_clean_exit
+        and tracker.backend_idle
+        and not peer.transport.is_closing()
+    ):
+        backend = peer.transport
+        end.peer = None
+        peer.peer = None
+        peer.transport = None
+        relay.RelayEnd.connection_lost(end, exc)
+        release(backend)
+        return
+    relay.RelayEnd.connection_lost(end, exc)
+
+
+def make_ends(
+    client: asyncio.Transport,
+    backend: asyncio.Transport,
+    channel: TlsChannel | None,
+    release: Callable[[asyncio.Transport], None],
+) -> tuple[relay.RelayEnd, relay.RelayEnd]:
+    tracker = ExitTracker()
+    if channel is None:
+        return (
+            PooledClientEnd(client, tracker, release),
+            PooledBackendEnd(backend, tracker),
+        )
+    return (
+        PooledTlsClientEnd(client, channel, tracker, release),
+        PooledTlsBackendEnd(backend, channel, tracker),
+    )
+
+
+@dataclass(slots=True)
+class BackendPool:
+    """Idle backend connections by (role, database, startup parameters)."""
+
+    size: int = 20
+    idle_timeout: float = 600.0
+    lifetime: float = 3600.0
+    reset_query: str = "DISCARD ALL"
+    idle: dict[PoolKey, list[PooledBackend]] = field(default_factory=dict)
+    _sweeper: asyncio.TimerHandle | None = None
+
+    def configure(self, size: int, idle_timeout: float, lifetime: float, reset: str) -> None:
+        self.size, self.idle_timeout, self.lifetime = size, idle_timeout, lifetime
+        self.reset_query = reset
+
+    def acquire(self, key: PoolKey) -> PooledBackend | None:
+        entries = self.idle.get(key)
+        now = time.monotonic()
+        while entries:
+            entry = entries.pop()
+            if entry.usable() and now - entry.created < self.lifetime:
+                return entry
+            entry.transport.close()
+        return None
+
+    def checkin(self, key: PoolKey, entry: PooledBackend) -> None:
+        entries = self.idle.setdefault(key, [])
+        if len(entries) >= self.size or time.monotonic() - entry.created >= self.lifetime:
+            entry.transport.close()
+            return
+        entry.idle_since = time.monotonic()
+        entries.append(entry)
+        if self._sweeper is None:
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def release(
+        self, key: PoolKey, transport: asyncio.Transport, login: LoginComplete, created: float
+    ) -> None:
+        """A client left cleanly: reset the backend, then keep it (or close it on failure)."""
+        protocol = InboxProtocol()
+        transport.set_protocol(protocol)
+        protocol.transport = transport
+        asyncio.get_running_loop().create_task(
+            self._reset(key, PooledBackend(transport, protocol, login, created))
+        )
+
+    async def _reset(self, key: PoolKey, entry: PooledBackend) -> None:
+        result = query.QueryResult()
+        entry.transport.write(query.simple_query(self.reset_query))
+        try:
+            async with asyncio.timeout(RESET_TIMEOUT):
+                while not result.receive(entry.protocol.take()):
+                    if not await entry.protocol.wait_for_data():
+                        entry.transport.close()
+                        return
+        except TimeoutError:
+            log.info("backend reset timed out; closing the backend connection")
+            entry.transport.close()
+            return
+        if result.error is not None or not result.idle:
+            log.info("backend reset failed: %s", (result.error or {}).get("M", "not idle"))
+            entry.transport.close()
+            return
+        self.checkin(key, entry)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = time.monotonic()
+        for key, entries in list(self.idle.items()):
+            keep = []
+            for entry in entries:
+                expired = (
+                    now - entry.idle_since >= self.idle_timeout
+                    or now - entry.created >= self.lifetime
+                )
+                if expired or not entry.usable():
+                    entry.transport.close()
+                else:
+                    keep.append(entry)
+            if keep:
+                self.idle[key] = keep
+            else:
+                del self.idle[key]
+        if self.idle:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._sweep)
+
+    def close_all(self) -> None:
+        for entries in self.idle.values():
+            for entry in entries:
+                entry.transport.close()
+        self.idle.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None

@@ -1,0 +1,70 @@
+"""pool_mode = session: backend connections reused per role/database/parameters, after reset."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+from conftest import Gateway, GatewayFactory
+
+pytestmark = pytest.mark.integration
+
+POOLED = "pool_mode = session\n"
+
+
+def backend_pid(gateway: Gateway, **options: str) -> int:
+    with psycopg.connect(gateway.dsn(**options), autocommit=True) as conn:
+        return int(conn.execute("select pg_backend_pid()").fetchone()[0])  # type: ignore[index]
+
+
+def wait_for_reuse(gateway: Gateway, pid: int, **options: str) -> int:
+    """The reset runs after the client has gone; poll until the backend is back in the pool."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = backend_pid(gateway, **options)
+        if found == pid or time.monotonic() > deadline:
+            return found
+
+
+def test_backend_is_reused_and_reset(make_gateway: GatewayFactory) -> None:
+    gateway = make_gateway(conf=POOLED)
+    with psycopg.connect(gateway.dsn(user="alice"), autocommit=True) as conn:
+        first = conn.execute("select pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        conn.execute("set work_mem = '1234kB'")
+        conn.execute("create temp table scratch (x int)")
+    with psycopg.connect(gateway.dsn(user="alice"), autocommit=True) as conn:
+        deadline = time.monotonic() + 10
+        pid = conn.execute("select pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        while pid != first and time.monotonic() < deadline:
+            conn.close()
+            conn = psycopg.connect(gateway.dsn(user="alice"), autocommit=True)
+            pid = conn.execute("select pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        assert pid == first
+        assert conn.execute("show work_mem").fetchone() == ("4MB",)
+        assert conn.execute("select to_regclass('pg_temp.scratch')").fetchone() == (None,)
+        conn.close()
+
+
+def test_backend_is_never_shared_between_roles(make_gateway: GatewayFactory) -> None:
+    gateway = make_gateway(conf=POOLED)
+    alice = backend_pid(gateway, user="alice")
+    assert wait_for_reuse(gateway, alice, user="alice") == alice
+    assert backend_pid(gateway, user="bob") != alice
+    with psycopg.connect(gateway.dsn(user="bob")) as conn:
+        assert conn.execute("select current_user").fetchone() == ("bob",)
+
+
+def test_client_leaving_inside_a_transaction_closes_the_backend(
+    make_gateway: GatewayFactory,
+) -> None:
+    gateway = make_gateway(conf=POOLED)
+    conn = psycopg.connect(gateway.dsn(user="alice"))
+    pid = conn.execute("select pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+    conn.close()  # psycopg sends Terminate while the transaction is still open
+    assert backend_pid(gateway, user="alice") != pid
+
+
+def test_without_pooling_every_client_gets_a_new_backend(gateway: Gateway) -> None:
+    first = backend_pid(gateway)
+    assert backend_pid(gateway) != first
