@@ -7,6 +7,7 @@ import hmac
 import ipaddress
 import logging
 import secrets
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ import psutil
 
 from pggate.conninfo import BackendAddress
 from pggate.policy import Policy
-from pggate.server import pool, relay, upstream
+from pggate.proto import codec
+from pggate.server import pool, relay, upstream, workers
 from pggate.server.session import ClientSession
 from pggate.transport.tls import TlsChannel
 
@@ -40,13 +42,17 @@ class CancelKeys:
     pggate invents cannot be used to cancel another client's backend query.
     """
 
+    worker: int = 0
     targets: dict[int, CancelTarget] = field(default_factory=dict)
 
     def register(
         self, key_length: int, backend_pid: int, backend_key: bytes, backend: BackendAddress
     ) -> tuple[int, bytes]:
+        # The low bits name the worker process that owns the session (see workers.py).
+        random_bits = 31 - workers.WORKER_BITS
         while True:
-            pid = secrets.randbelow(2**31 - 2) + 1
+            pid = (secrets.randbelow(2**random_bits - 1) + 1) << workers.WORKER_BITS
+            pid |= self.worker
             if pid not in self.targets:
                 break
         key = secrets.token_bytes(key_length)
@@ -83,17 +89,40 @@ def local_interfaces() -> tuple[Interface, ...]:
     return tuple(found)
 
 
+async def forward_cancel(socket_name: str, pid: int, key: bytes) -> None:
+    """Hand a cancel request to the worker that owns the session."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, socket_name)
+        await loop.sock_sendall(sock, codec.cancel_request(pid, key))
+    except OSError as exc:
+        log.warning("could not forward cancel request to its worker: %s", exc)
+    finally:
+        sock.close()
+
+
 class Gateway:
     """State shared by all sessions of one process; swapped policy on reload."""
 
-    def __init__(self, policy: Policy, tls_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        tls_context: ssl.SSLContext | None = None,
+        *,
+        worker: int = 0,
+        supervisor_pid: int | None = None,
+    ) -> None:
         self.policy = policy
         self.tls_context = tls_context
+        self.worker = worker
+        self.supervisor_pid = supervisor_pid  # set when several workers share the port
         self.pool = pool.BackendPool()
         self.configure(policy)
         self.connection_count = 0
         self.stopping = False
-        self.cancel_keys = CancelKeys()
+        self.cancel_keys = CancelKeys(worker=worker)
         self.handshaking: set[ClientSession] = set()
         self.relaying: dict[ClientSession, tuple[asyncio.Transport, asyncio.Transport]] = {}
         self.local_interfaces = local_interfaces()
@@ -150,6 +179,10 @@ class Gateway:
         )
 
     async def cancel(self, pid: int, key: bytes) -> None:
+        owner = workers.worker_of_pid(pid)
+        if self.supervisor_pid is not None and owner != self.worker:
+            await forward_cancel(workers.cancel_socket_name(self.supervisor_pid, owner), pid, key)
+            return
         target = self.cancel_keys.match(pid, key)
         if target is not None:
             await upstream.send_cancel(target.backend, target.backend_pid, target.backend_key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -16,6 +17,7 @@ from pggate import logs, tlsconf
 from pggate import policy as policy_module
 from pggate.config import Config
 from pggate.errors import ConfigError, PggateError
+from pggate.server import workers
 from pggate.server.gateway import Gateway
 
 log = logging.getLogger("pggate.listener")
@@ -88,6 +90,14 @@ def load_tls(cfg: Config, *, reloading: bool) -> ssl.SSLContext | None:
     )
 
 
+async def open_cancel_socket(gateway: Gateway) -> asyncio.Server:
+    """This worker's private door for cancel requests forwarded by the other workers."""
+    assert gateway.supervisor_pid is not None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(workers.cancel_socket_name(gateway.supervisor_pid, gateway.worker))
+    return await asyncio.get_running_loop().create_unix_server(gateway.new_session, sock=sock)
+
+
 def reload(gateway: Gateway, overrides: Mapping[str, str]) -> None:
     """SIGHUP: re-read everything. As in PostgreSQL, pggate.conf, pg_hba.conf and the TLS
     files are each all-or-nothing: a broken one is logged and its previous state stays."""
@@ -124,6 +134,8 @@ async def serve_forever(gateway: Gateway, overrides: Mapping[str, str]) -> int:
         elif kind == "fast":
             gateway.close_all()
 
+    if gateway.supervisor_pid is not None:
+        servers.append(await open_cancel_socket(gateway))
     loop.add_signal_handler(signal.SIGHUP, reload, gateway, overrides)
     loop.add_signal_handler(signal.SIGTERM, request_stop, "smart")
     loop.add_signal_handler(signal.SIGINT, request_stop, "fast")
@@ -164,7 +176,16 @@ def run(directory: Path, overrides: Mapping[str, str]) -> int:
         cluster.start()
         log.info("embedded PostgreSQL started (%s)", policy.backend.describe())
     try:
-        return _run_loop(Gateway(policy, tls_context), overrides)
+        count = policy.config.workers
+        if count == 1:
+            return _run_loop(Gateway(policy, tls_context), overrides)
+        supervisor = os.getpid()
+
+        def run_worker(index: int) -> int:
+            gateway = Gateway(policy, tls_context, worker=index, supervisor_pid=supervisor)
+            return _run_loop(gateway, overrides)
+
+        return workers.supervise(count, run_worker)
     finally:
         if cluster is not None:
             cluster.stop()
