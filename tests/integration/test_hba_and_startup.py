@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import time
@@ -251,3 +252,19 @@ def test_backend_unreachable_gives_08006(make_gateway: GatewayFactory) -> None:
     with pytest.raises(psycopg.OperationalError):  # and again: the gateway is still up
         psycopg.connect(gateway.dsn())
     assert gateway.process.poll() is None
+
+
+def test_connection_and_disconnection_log_lines(make_gateway: GatewayFactory) -> None:
+    gateway = make_gateway(conf="log_disconnections = on\n")
+    with psycopg.connect(gateway.dsn(user="alice", application_name="logcheck")):
+        pass
+    gateway.wait_for_log("disconnection: session time:")
+    log = gateway.log()
+    assert "connection received: host=127.0.0.1 port=" in log
+    assert 'connection authenticated: user="alice" method=trust (' in log
+    assert "connection authorized: user=alice database=postgres application_name=logcheck" in log
+    assert re.search(
+        r"disconnection: session time: 0:00:\d\d\.\d{3} user=alice database=postgres "
+        r"host=127\.0\.0\.1 port=\d+",
+        log,
+    )

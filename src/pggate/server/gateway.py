@@ -163,7 +163,7 @@ class Gateway:
         def closed() -> None:
             self.cancel_keys.forget(cancel_pid)
             if self.relaying.pop(session, None) is not None:
-                session._release()
+                session.finish()
             if not self.relaying:
                 self.idle.set()
 

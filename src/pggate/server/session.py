@@ -49,6 +49,8 @@ class ClientSession(InboxProtocol):
         self.counted = False
         self.task: asyncio.Task[None] | None = None
         self.channel: TlsChannel | None = None
+        self.started = time.monotonic()
+        self.startup: StartupMessage | None = None
         # Decrypted (or plain) bytes received but not yet consumed by the current phase.
         self.plain = bytearray()
 
@@ -73,6 +75,7 @@ class ClientSession(InboxProtocol):
                     startup, protocol = await self._negotiate()
                     if startup is None:
                         return
+                    self.startup = startup
                     self._admit()
                     rule = await self._check_hba(policy, startup)
                     self._authenticate(policy, rule, startup)
@@ -208,6 +211,24 @@ class ClientSession(InboxProtocol):
         if self.counted:
             self.counted = False
             self.gateway.connection_count -= 1
+
+    def finish(self) -> None:
+        """The relayed session has ended: give back its slot, log it if asked."""
+        self._release()
+        if self.gateway.policy.config.log_disconnections and self.startup is not None:
+            elapsed = time.monotonic() - self.started
+            hours, rest = divmod(elapsed, 3600)
+            minutes, seconds = divmod(rest, 60)
+            log.info(
+                "disconnection: session time: %d:%02d:%06.3f user=%s database=%s host=%s port=%s",
+                hours,
+                minutes,
+                seconds,
+                self.startup.user,
+                self.startup.database,
+                self.host,
+                self.port,
+            )
 
     async def _check_hba(self, policy: Policy, startup: StartupMessage) -> HbaRule:
         hba = policy.hba
