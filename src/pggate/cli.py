@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,6 +65,46 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _server_pid(directory: str) -> int:
+    from pggate import pidfile
+
+    pid = pidfile.running_pid(Path(directory))
+    if pid is None:
+        raise PggateError(f'no server running in "{directory}"')
+    return pid
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from pggate import pidfile
+
+    pid = pidfile.running_pid(Path(args.directory))
+    if pid is None:
+        print("pggate: no server running")
+        return 3  # pg_ctl status's code for "not running"
+    print(f"pggate: server is running (PID: {pid})")
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    os.kill(_server_pid(args.directory), signal.SIGHUP)
+    print("server signaled")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    pid = _server_pid(args.directory)
+    os.kill(pid, signal.SIGTERM if args.mode == "smart" else signal.SIGINT)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print("server stopped")
+            return 0
+        time.sleep(0.1)
+    raise PggateError(f"server (PID {pid}) did not stop within {args.timeout:.0f} s")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pggate", description="PostgreSQL's secure front door (TLS, GSSAPI, pg_hba.conf)."
@@ -94,6 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("directory")
     check.add_argument("-c", dest="set", action="append", default=[], metavar="NAME=VALUE")
     check.set_defaults(func=cmd_check)
+
+    status = commands.add_parser("status", help="is a server running in DIR?")
+    status.add_argument("directory")
+    status.set_defaults(func=cmd_status)
+    reload = commands.add_parser("reload", help="make the server in DIR re-read its files")
+    reload.add_argument("directory")
+    reload.set_defaults(func=cmd_reload)
+    stop = commands.add_parser("stop", help="stop the server in DIR")
+    stop.add_argument("directory")
+    stop.add_argument("-m", "--mode", choices=("smart", "fast"), default="fast")
+    stop.add_argument("-t", "--timeout", type=float, default=60.0)
+    stop.set_defaults(func=cmd_stop)
 
     add_cert_commands(commands)
     return parser

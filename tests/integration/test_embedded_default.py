@@ -102,3 +102,31 @@ def test_hand_written_directory_serves(public_tmp: Path) -> None:
             psycopg.connect(f"host=127.0.0.1 port={port} user=x dbname=y sslmode=disable")
     finally:
         gateway.stop()
+
+
+def test_status_reload_stop_commands(public_tmp: Path) -> None:
+    directory = public_tmp / "ctl"
+    directory.mkdir()
+    port = free_port()
+    (directory / "pggate.conf").write_text(
+        f"listen_addresses = '127.0.0.1'\nport = {port}\n"
+        f"backend = 'host=127.0.0.1 port={free_port()}'\n"
+    )
+    (directory / "pg_hba.conf").write_text("host all all 127.0.0.1/32 reject\n")
+    assert pggate("status", str(directory)).returncode == 3
+    gateway = start_gateway(directory, port=port)
+    try:
+        status = pggate("status", str(directory))
+        assert status.returncode == 0
+        assert f"server is running (PID: {gateway.process.pid})" in status.stdout
+        second = pggate("serve", str(directory))  # the directory is taken
+        assert second.returncode != 0
+        assert "is another pggate" in second.stderr
+        assert pggate("reload", str(directory)).returncode == 0
+        gateway.wait_for_log("configuration files reloaded")
+        stopped = pggate("stop", str(directory), "-m", "smart")
+        assert stopped.returncode == 0, stopped.stderr
+        assert gateway.process.wait(timeout=10) == 0
+        assert not (directory / "pggate.pid").exists()
+    finally:
+        gateway.stop()

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pggate import config as config_module
-from pggate import logs, tlsconf
+from pggate import logs, pidfile, tlsconf
 from pggate import policy as policy_module
 from pggate.config import Config
 from pggate.errors import ConfigError, PggateError
@@ -168,6 +168,7 @@ def run(directory: Path, overrides: Mapping[str, str]) -> int:
 
     policy = policy_module.load(directory, overrides)
     tls_context = load_tls(policy.config, reloading=False)
+    pidfile.claim(directory, policy.config.port)
     cluster = None
     if policy.embedded:
         cluster = embedded.EmbeddedCluster.for_gateway(
@@ -190,6 +191,7 @@ def run(directory: Path, overrides: Mapping[str, str]) -> int:
         if cluster is not None:
             cluster.stop()
             log.info("embedded PostgreSQL stopped")
+        pidfile.release(directory)
 
 
 def _run_loop(gateway: Gateway, overrides: Mapping[str, str]) -> int:
