@@ -92,13 +92,13 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    from pggate import pidfile
+
     pid = _server_pid(args.directory)
     os.kill(pid, signal.SIGTERM if args.mode == "smart" else signal.SIGINT)
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not pidfile.alive(pid):
             print("server stopped")
             return 0
         time.sleep(0.1)

@@ -10,6 +10,8 @@ import contextlib
 import os
 from pathlib import Path
 
+import psutil
+
 from pggate.errors import PggateError
 
 PID_FILE = "pggate.pid"
@@ -21,13 +23,15 @@ def running_pid(directory: Path) -> int | None:
         pid = int((directory / PID_FILE).read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+    return pid if alive(pid) else None
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (an exited process its parent has not reaped yet does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def claim(directory: Path, port: int) -> None:
