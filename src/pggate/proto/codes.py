@@ -133,3 +133,32 @@ FIELD_TERMINATOR = b"\0"
 SEVERITY_WARNING = "WARNING"
 
 SQLSTATE_INVALID_PARAMETER_VALUE = "22023"
+
+
+# --- password authentication (auth/password.py, auth/verifiers.py) ---
+
+SQLSTATE_PROGRAM_LIMIT_EXCEEDED = "54000"
+# Longest password pg_saslprep accepts (saslprep.h MAX_PASSWORD_LENGTH): "password too long".
+MAX_PASSWORD_LENGTH = 1024
+# AuthenticationMD5Password carries this many random salt bytes (auth.c CheckMD5Auth).
+MD5_SALT_LENGTH = 4
+# SASL mechanism names (scram-common.h) and the only channel-binding type PostgreSQL supports.
+SCRAM_SHA_256 = "SCRAM-SHA-256"
+SCRAM_SHA_256_PLUS = "SCRAM-SHA-256-PLUS"
+SCRAM_CHANNEL_BINDING_TYPE = "tls-server-end-point"
+# scram-common.h: key length (SHA-256 digest), raw server nonce bytes, default salt and iterations
+# (the mock secret of auth-scram.c uses the defaults).
+SCRAM_KEY_LENGTH = 32
+SCRAM_RAW_NONCE_LENGTH = 18
+SCRAM_DEFAULT_SALT_LENGTH = 16
+SCRAM_DEFAULT_ITERATIONS = 4096
+
+
+# --- GSSAPI encryption transport (be-secure-gssapi.c; shared/protocol.md §3.3) ---
+
+# A data-phase packet, including its uint32 length word: "effectively part of the protocol
+# spec and can't ever be changed" (PQ_GSS_MAX_PACKET_SIZE).
+GSS_MAX_PACKET_SIZE = 16384
+# A context-establishment packet, including its length word (PQ_GSS_AUTH_BUFFER_SIZE, the
+# 2025 back-patched fix; earlier minors used 16384 for the handshake too).
+GSS_AUTH_BUFFER_SIZE = 65536
