@@ -29,7 +29,8 @@ def running_pid(directory: Path) -> int | None:
 def alive(pid: int) -> bool:
     """True while ``pid`` runs (an exited process its parent has not reaped yet does not)."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        status = str(psutil.Process(pid).status())
+        return status != str(psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
 

@@ -17,7 +17,7 @@ import gssapi
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kdc import Realm, kdc  # noqa: F401  (the session fixture, until conftest imports it)
+from kdc import Realm
 
 from pggate.auth.gss import (
     ExchangeState,
@@ -100,17 +100,17 @@ def establish(channel: GssChannel, client: gssapi.SecurityContext) -> int:
 
 
 @pytest.fixture(scope="module")
-def ticket(kdc: Realm) -> Path:  # noqa: F811
+def ticket(kdc: Realm) -> Path:
     return kdc.kinit("test1")
 
 
 @pytest.fixture(scope="module")
-def forwardable_ticket(kdc: Realm) -> Path:  # noqa: F811
+def forwardable_ticket(kdc: Realm) -> Path:
     return kdc.kinit("test1", forwardable=True)
 
 
 @pytest.fixture
-def pair(kdc: Realm, ticket: Path) -> Iterator[tuple[GssChannel, gssapi.SecurityContext]]:  # noqa: F811
+def pair(kdc: Realm, ticket: Path) -> Iterator[tuple[GssChannel, gssapi.SecurityContext]]:
     channel = GssChannel(kdc.acceptor_credentials())
     client = client_context(kdc, ticket)
     establish(channel, client)
@@ -136,7 +136,7 @@ def client_receive(client: gssapi.SecurityContext, raw: bytes) -> bytes:
 # --- handshake --------------------------------------------------------------------------------
 
 
-def test_handshake_reports_the_principal(kdc: Realm, ticket: Path) -> None:  # noqa: F811
+def test_handshake_reports_the_principal(kdc: Realm, ticket: Path) -> None:
     channel = GssChannel(kdc.acceptor_credentials())
     assert channel.state is State.HANDSHAKE
     assert channel.principal is None
@@ -148,14 +148,14 @@ def test_handshake_reports_the_principal(kdc: Realm, ticket: Path) -> None:  # n
     assert channel.handshake() == (b"", True)
 
 
-def test_default_acceptor_uses_krb5_ktname(kdc: Realm, ticket: Path) -> None:  # noqa: F811
+def test_default_acceptor_uses_krb5_ktname(kdc: Realm, ticket: Path) -> None:
     # None = GSS_C_NO_CREDENTIAL, as PostgreSQL; the fixture exported KRB5_KTNAME.
     channel = GssChannel(None)
     establish(channel, client_context(kdc, ticket))
     assert channel.principal == "test1@EXAMPLE.COM"
 
 
-def test_initial_bytes_and_split_tokens(kdc: Realm, ticket: Path) -> None:  # noqa: F811
+def test_initial_bytes_and_split_tokens(kdc: Realm, ticket: Path) -> None:
     client = client_context(kdc, ticket)
     first = frame(client.step())
     # Part of the first packet came in behind GSSENCRequest; the rest arrives byte by byte.
@@ -169,7 +169,7 @@ def test_initial_bytes_and_split_tokens(kdc: Realm, ticket: Path) -> None:  # no
     assert client.complete
 
 
-def test_bytes_behind_the_last_token_are_data(kdc: Realm, ticket: Path) -> None:  # noqa: F811
+def test_bytes_behind_the_last_token_are_data(kdc: Realm, ticket: Path) -> None:
     client = client_context(kdc, ticket)
     channel = GssChannel(kdc.acceptor_credentials())
     # PostgreSQL reads one handshake packet at a time: what follows is be_gssapi_read's.
@@ -183,7 +183,7 @@ def test_bytes_behind_the_last_token_are_data(kdc: Realm, ticket: Path) -> None:
     assert info.value.message == "GSSAPI unwrap error"
 
 
-def test_delegation_needs_accept_delegation(kdc: Realm, forwardable_ticket: Path) -> None:  # noqa: F811
+def test_delegation_needs_accept_delegation(kdc: Realm, forwardable_ticket: Path) -> None:
     off = GssChannel(kdc.acceptor_credentials())
     establish(off, client_context(kdc, forwardable_ticket, delegate=True))
     assert off.delegated_credentials is False
@@ -199,7 +199,7 @@ def test_delegation_needs_accept_delegation(kdc: Realm, forwardable_ticket: Path
     assert plain.delegated_credentials is False
 
 
-def test_oversize_handshake_token_is_rejected(kdc: Realm) -> None:  # noqa: F811
+def test_oversize_handshake_token_is_rejected(kdc: Realm) -> None:
     channel = GssChannel(kdc.acceptor_credentials())
     # Refused on the length word alone, before the body arrives.
     with pytest.raises(GssError) as info:
@@ -211,7 +211,7 @@ def test_oversize_handshake_token_is_rejected(kdc: Realm) -> None:  # noqa: F811
         channel.handshake()
 
 
-def test_largest_handshake_token_reaches_gssapi(kdc: Realm) -> None:  # noqa: F811
+def test_largest_handshake_token_reaches_gssapi(kdc: Realm) -> None:
     channel = GssChannel(kdc.acceptor_credentials())
     header = LENGTH.pack(MAX_HANDSHAKE_TOKEN)
     assert channel.receive_handshake(header + b"\x60" * 1000) == (b"", False)
@@ -223,7 +223,7 @@ def test_largest_handshake_token_reaches_gssapi(kdc: Realm) -> None:  # noqa: F8
     assert info.value.log_message.startswith("could not accept GSSAPI security context: ")
 
 
-def test_ticket_for_another_service_is_refused(kdc: Realm, ticket: Path) -> None:  # noqa: F811
+def test_ticket_for_another_service_is_refused(kdc: Realm, ticket: Path) -> None:
     kdc.kadmin("addprinc -randkey postgres/elsewhere")  # not in the keytab
     client = gssapi.SecurityContext(
         usage="initiate",
@@ -239,7 +239,7 @@ def test_ticket_for_another_service_is_refused(kdc: Realm, ticket: Path) -> None
 
 @settings(max_examples=60, deadline=None)
 @given(data=st.binary(max_size=300))
-def test_handshake_fuzz(kdc: Realm, data: bytes) -> None:  # noqa: F811
+def test_handshake_fuzz(kdc: Realm, data: bytes) -> None:
     channel = GssChannel(kdc.acceptor_credentials())
     try:
         out, done = channel.receive_handshake(data)
@@ -307,7 +307,7 @@ def test_largest_data_packet_waits_for_its_body(
     assert channel.state is State.OPEN
 
 
-def test_oversize_data_length_word(kdc: Realm, ticket: Path) -> None:  # noqa: F811
+def test_oversize_data_length_word(kdc: Realm, ticket: Path) -> None:
     channel = GssChannel(kdc.acceptor_credentials())
     establish(channel, client_context(kdc, ticket))
     with pytest.raises(GssError) as info:
@@ -349,7 +349,7 @@ def test_replayed_packet_is_rejected(pair: tuple[GssChannel, gssapi.SecurityCont
 
 @settings(max_examples=100, deadline=None)
 @given(data=st.binary(max_size=200))
-def test_data_fuzz(kdc: Realm, ticket: Path, data: bytes) -> None:  # noqa: F811
+def test_data_fuzz(kdc: Realm, ticket: Path, data: bytes) -> None:
     channel = GssChannel(kdc.acceptor_credentials())
     establish(channel, client_context(kdc, ticket))
     try:
@@ -358,7 +358,7 @@ def test_data_fuzz(kdc: Realm, ticket: Path, data: bytes) -> None:  # noqa: F811
         assert channel.state is State.FAILED
 
 
-def test_feed_before_open_buffers(kdc: Realm) -> None:  # noqa: F811
+def test_feed_before_open_buffers(kdc: Realm) -> None:
     channel = GssChannel(kdc.acceptor_credentials())
     assert channel.feed(b"\x00\x00") == b""
     with pytest.raises(IllegalChannelUse):
@@ -375,7 +375,7 @@ def auth_request(message: bytes) -> tuple[int, bytes]:
     return code, message[9:]
 
 
-def test_exchange_end_to_end(kdc: Realm, ticket: Path) -> None:  # noqa: F811
+def test_exchange_end_to_end(kdc: Realm, ticket: Path) -> None:
     exchange = GssAuthExchange(kdc.acceptor_credentials(), user="test1")
     assert exchange.start() == b"R\x00\x00\x00\x08\x00\x00\x00\x07"
     client = client_context(kdc, ticket)
@@ -392,7 +392,7 @@ def test_exchange_end_to_end(kdc: Realm, ticket: Path) -> None:  # noqa: F811
         exchange.receive(b"p", b"")
 
 
-def test_exchange_in_steps(kdc: Realm, ticket: Path) -> None:  # noqa: F811
+def test_exchange_in_steps(kdc: Realm, ticket: Path) -> None:
     exchange = GssAuthExchange(None, user="test1")
     with pytest.raises(IllegalExchangeStep):
         exchange.receive(b"p", b"")
@@ -407,7 +407,7 @@ def test_exchange_in_steps(kdc: Realm, ticket: Path) -> None:  # noqa: F811
     assert isinstance(outcome, Success)
 
 
-def test_exchange_delegation(kdc: Realm, forwardable_ticket: Path) -> None:  # noqa: F811
+def test_exchange_delegation(kdc: Realm, forwardable_ticket: Path) -> None:
     for accept, delegate, expected in [
         (True, True, True),
         (False, True, False),
@@ -424,7 +424,7 @@ def test_exchange_delegation(kdc: Realm, forwardable_ticket: Path) -> None:  # n
         assert (outcome.delegated_creds is not None) is expected
 
 
-def test_exchange_wrong_message_type(kdc: Realm) -> None:  # noqa: F811
+def test_exchange_wrong_message_type(kdc: Realm) -> None:
     exchange = GssAuthExchange(kdc.acceptor_credentials(), user="test1")
     exchange.start()
     outcome = exchange.receive(b"Q", b"SELECT 1\x00")
@@ -435,7 +435,7 @@ def test_exchange_wrong_message_type(kdc: Realm) -> None:  # noqa: F811
     assert outcome.output == b""
 
 
-def test_exchange_bad_token(kdc: Realm) -> None:  # noqa: F811
+def test_exchange_bad_token(kdc: Realm) -> None:
     exchange = GssAuthExchange(kdc.acceptor_credentials(), user="test1")
     exchange.start()
     outcome = exchange.receive(b"p", b"\x60\x01garbage")
@@ -446,7 +446,7 @@ def test_exchange_bad_token(kdc: Realm) -> None:  # noqa: F811
     assert outcome.error.log_detail.startswith("accepting GSS security context failed: ")
 
 
-def test_exchange_token_too_long(kdc: Realm) -> None:  # noqa: F811
+def test_exchange_token_too_long(kdc: Realm) -> None:
     exchange = GssAuthExchange(kdc.acceptor_credentials(), user="test1")
     exchange.start()
     outcome = exchange.receive(b"p", b"\x00" * (codes.MAX_AUTH_TOKEN_LENGTH + 1))
