@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncpg
 import psycopg
 import pytest
+from kdc import kdc  # noqa: F401  (the shared throwaway Kerberos realm)
 
 from pggate import embedded
 
@@ -189,21 +190,43 @@ def login_error(port: int, user: str = "postgres", database: str = "postgres") -
     return asyncio.run(attempt())
 
 
+def prepare_gateway_dir(
+    directory: Path,
+    backend: Backend,
+    *,
+    hba: str = DEFAULT_HBA,
+    ident: str = "",
+    conf: str = "",
+    setup: Callable[[Path], None] | None = None,
+) -> int:
+    """Create ``directory`` with pggate.conf, pg_hba.conf and pg_ident.conf for ``backend``;
+    ``setup`` then adds files (certificates) before anything starts. Returns the port."""
+    directory.mkdir()
+    port = free_port()
+    (directory / "pggate.conf").write_text(
+        f"listen_addresses = '127.0.0.1'\nport = {port}\n"
+        f"backend = '{backend.conninfo}'\nlog_connections = on\n" + textwrap.dedent(conf)
+    )
+    (directory / "pg_hba.conf").write_text(textwrap.dedent(hba))
+    (directory / "pg_ident.conf").write_text(textwrap.dedent(ident))
+    if setup is not None:
+        setup(directory)
+    return port
+
+
 @pytest.fixture
 def make_gateway(backend: Backend, tmp_path: Path) -> Iterator[GatewayFactory]:
     """Start pggate in front of the shared backend; stopped at the end of the test."""
     started: list[Gateway] = []
 
-    def factory(hba: str = DEFAULT_HBA, ident: str = "", conf: str = "") -> Gateway:
+    def factory(
+        hba: str = DEFAULT_HBA,
+        ident: str = "",
+        conf: str = "",
+        setup: Callable[[Path], None] | None = None,
+    ) -> Gateway:
         directory = tmp_path / f"gw{len(started)}"
-        directory.mkdir()
-        port = free_port()
-        (directory / "pggate.conf").write_text(
-            f"listen_addresses = '127.0.0.1'\nport = {port}\n"
-            f"backend = '{backend.conninfo}'\nlog_connections = on\n" + textwrap.dedent(conf)
-        )
-        (directory / "pg_hba.conf").write_text(textwrap.dedent(hba))
-        (directory / "pg_ident.conf").write_text(textwrap.dedent(ident))
+        port = prepare_gateway_dir(directory, backend, hba=hba, ident=ident, conf=conf, setup=setup)
         gateway = start_gateway(directory, port=port)
         started.append(gateway)
         return gateway

@@ -95,6 +95,11 @@ class ClientSession(InboxProtocol):
             self.gateway.handshaking.discard(self)
             if not self.gateway.is_relaying(self):
                 self._release()
+                if self.channel is not None:
+                    # be_tls_close: close_notify before the socket goes. OpenSSL 3 clients
+                    # report a bare EOF as "unexpected eof while reading" (libpq 17+ waits for
+                    # the close after a CancelRequest sent inside TLS, and fails on that).
+                    self.write(self.channel.close())
                 self.close()
 
     def send(self, data: bytes) -> None:
@@ -181,7 +186,8 @@ class ClientSession(InboxProtocol):
                 channel.feed(self.take())
         except TlsHandshakeError as err:
             self.write(err.output)
-            raise SilentClose(err.log_message) from None
+            self._log_handshake_failure(err)
+            raise SilentClose() from None
         if direct and channel.alpn != codes.ALPN_POSTGRESQL:
             # PostgreSQL 17+: direct TLS requires ALPN, or a client could be fooled into
             # talking to a different TLS service on the same port.
@@ -192,6 +198,20 @@ class ClientSession(InboxProtocol):
             )
         self.channel = channel
         return channel.feed(b"")
+
+    def _log_handshake_failure(self, err: TlsHandshakeError) -> None:
+        """be_tls_open_server's COMMERROR: the reason, the client certificate's verification
+        failure as DETAIL, and for version mismatches PostgreSQL's HINT with the bounds
+        (MIN_OPENSSL_TLS_VERSION / MAX_OPENSSL_TLS_VERSION when unset)."""
+        hint = None
+        if err.protocol_hint:
+            cfg = self.gateway.policy.config
+            hint = (
+                "This may indicate that the client does not support any SSL protocol version "
+                f"between {cfg.ssl_min_protocol_version or 'TLSv1'} and "
+                f"{cfg.ssl_max_protocol_version or 'TLSv1.3'}."
+            )
+        log.info("%s", err.log_message, extra={"detail": err.log_detail, "hint": hint})
 
     def _admit(self) -> None:
         """Count the connection against max_connections (PostgreSQL checks after startup)."""

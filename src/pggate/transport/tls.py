@@ -79,6 +79,16 @@ class TlsHandshakeError(TlsError):
     def log_message(self) -> str:
         return self._log_message or f"could not accept SSL connection: {self.message}"
 
+    @property
+    def log_detail(self) -> str | None:
+        """verify_cb's DETAIL for a rejected client certificate.  PostgreSQL's reads
+        ``Client certificate verification failed at depth %d: %s.`` and adds the failed
+        certificate's subject, serial and issuer; _ssl reports only the verify result, so the
+        depth and the certificate data are left out rather than guessed."""
+        if self.verify_message is None:
+            return None
+        return f"Client certificate verification failed: {self.verify_message}."
+
 
 def _reason(exc: ssl.SSLError) -> str:
     # SSLerrmessage prints ERR_reason_error_string; _ssl gives the reason's code name, which
