@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import os
 import secrets
 import socket
 import ssl
@@ -14,12 +15,13 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from pggate import tlsconf
 from pggate.conninfo import BackendAddress
 from pggate.policy import Policy
 from pggate.proto import codec
 from pggate.server import pool, relay, upstream, workers
+from pggate.server.authflow import MockNonce
 from pggate.server.session import ClientSession
-from pggate.transport.tls import TlsChannel
 
 log = logging.getLogger("pggate.gateway")
 
@@ -103,6 +105,29 @@ async def forward_cancel(socket_name: str, pid: int, key: bytes) -> None:
         sock.close()
 
 
+def end_point_hash(context: ssl.SSLContext | None) -> bytes | None:
+    """SCRAM's tls-server-end-point binding for our certificate (None: no -PLUS)."""
+    if context is None:
+        return None
+    return tlsconf.certificate_info(context).end_point_hash
+
+
+def gss_configured(policy: Policy) -> bool:
+    """GSSENCRequest is answered G when krb_server_keyfile names a readable keytab.
+
+    The keytab reaches MIT Kerberos through KRB5_KTNAME (be-secure-gssapi.c does the same).
+    """
+    keyfile = policy.config.krb_server_keyfile
+    if not keyfile:
+        return False
+    path = policy.config.path(keyfile.removeprefix("FILE:"))
+    if not os.access(path, os.R_OK):
+        log.warning('could not read Kerberos keytab "%s"; GSSAPI is disabled', path)
+        return False
+    os.environ["KRB5_KTNAME"] = f"FILE:{path}"
+    return True
+
+
 class Gateway:
     """State shared by all sessions of one process; swapped policy on reload."""
 
@@ -116,6 +141,9 @@ class Gateway:
     ) -> None:
         self.policy = policy
         self.tls_context = tls_context
+        self.tls_end_point_hash = end_point_hash(tls_context)
+        self.gss_enabled = gss_configured(policy)
+        self.mock_nonce = MockNonce()
         self.worker = worker
         self.supervisor_pid = supervisor_pid  # set when several workers share the port
         self.pool = pool.BackendPool()
@@ -132,6 +160,7 @@ class Gateway:
     def configure(self, policy: Policy) -> None:
         """Apply a (re)loaded policy."""
         self.policy = policy
+        self.gss_enabled = gss_configured(policy)
         cfg = policy.config
         self.pool.configure(
             cfg.pool_size, cfg.server_idle_timeout, cfg.server_lifetime, cfg.server_reset_query
@@ -154,7 +183,7 @@ class Gateway:
         to_client: bytes,
         to_backend: bytes,
         cancel_pid: int,
-        channel: TlsChannel | None = None,
+        channel: relay.Channel | None = None,
         release: Callable[[asyncio.Transport], None] | None = None,
     ) -> None:
         self.relaying[session] = (client, backend)

@@ -18,7 +18,7 @@ from pggate import policy as policy_module
 from pggate.config import Config
 from pggate.errors import ConfigError, PggateError
 from pggate.server import workers
-from pggate.server.gateway import Gateway
+from pggate.server.gateway import Gateway, end_point_hash
 
 log = logging.getLogger("pggate.listener")
 
@@ -115,6 +115,7 @@ def reload(gateway: Gateway, overrides: Mapping[str, str]) -> None:
         log.info("%s", message)
     try:
         gateway.tls_context = load_tls(new_policy.config, reloading=True)
+        gateway.tls_end_point_hash = end_point_hash(gateway.tls_context)
     except ConfigError as exc:
         logs.report(log, logging.ERROR, exc)
         log.info("SSL configuration was not reloaded")

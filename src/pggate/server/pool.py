@@ -24,7 +24,6 @@ from pggate.proto import codec, query
 from pggate.proto.backend import LoginComplete
 from pggate.server import relay
 from pggate.server.inbox import InboxProtocol
-from pggate.transport.tls import TlsChannel
 
 log = logging.getLogger("pggate.pool")
 
@@ -91,7 +90,7 @@ class PooledTlsClientEnd(relay.TlsClientEnd):
     def __init__(
         self,
         transport: asyncio.Transport,
-        channel: TlsChannel,
+        channel: relay.Channel,
         tracker: ExitTracker,
         release: Callable[[asyncio.Transport], None],
     ) -> None:
@@ -121,7 +120,7 @@ class PooledBackendEnd(relay.RelayEnd):
 class PooledTlsBackendEnd(relay.TlsBackendEnd):
     __slots__ = ("tracker",)
 
-    def __init__(self, transport: asyncio.Transport, channel: TlsChannel, tracker: ExitTracker):
+    def __init__(self, transport: asyncio.Transport, channel: relay.Channel, tracker: ExitTracker):
         super().__init__(transport, channel)
         self.tracker = tracker
 
@@ -168,7 +167,7 @@ def detach_or_close(
 def make_ends(
     client: asyncio.Transport,
     backend: asyncio.Transport,
-    channel: TlsChannel | None,
+    channel: relay.Channel | None,
     release: Callable[[asyncio.Transport], None],
 ) -> tuple[relay.RelayEnd, relay.RelayEnd]:
     tracker = ExitTracker()

@@ -13,7 +13,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from pggate.transport.tls import TlsChannel, TlsError
+from pggate import logs
+from pggate.transport import CHANNEL_ERRORS
+from pggate.transport.gss import GssChannel
+from pggate.transport.tls import TlsChannel
+
+Channel = TlsChannel | GssChannel
 
 log = logging.getLogger("pggate.relay")
 
@@ -65,11 +70,11 @@ class RelayEnd(asyncio.Protocol):
 
 
 class TlsClientEnd(RelayEnd):
-    """The client side of a TLS session: decrypt, forward plaintext to the backend."""
+    """The client side of an encrypted (TLS or GSS) session: decrypt, forward plaintext."""
 
     __slots__ = ("channel",)
 
-    def __init__(self, transport: asyncio.Transport, channel: TlsChannel) -> None:
+    def __init__(self, transport: asyncio.Transport, channel: Channel) -> None:
         super().__init__(transport)
         self.channel = channel
 
@@ -77,10 +82,10 @@ class TlsClientEnd(RelayEnd):
         channel = self.channel
         try:
             plain = channel.feed(data)
-        except TlsError as err:
-            log.info("%s", err.log_message)
+        except CHANNEL_ERRORS as err:
+            logs.report(log, logging.INFO, err)
             if self.transport is not None:
-                self.transport.write(err.output)
+                self.transport.write(getattr(err, "output", b""))
                 self.transport.close()
             return
         if plain:
@@ -92,7 +97,6 @@ class TlsClientEnd(RelayEnd):
             if channel.peer_closed:
                 self.transport.close()
 
-
     def forward(self, plain: bytes) -> None:
         peer = self.peer
         if peer is not None and peer.transport is not None:
@@ -100,11 +104,11 @@ class TlsClientEnd(RelayEnd):
 
 
 class TlsBackendEnd(RelayEnd):
-    """The backend side of a TLS session: encrypt what the backend says for the client."""
+    """The backend side of an encrypted session: encrypt what the backend says for the client."""
 
     __slots__ = ("channel",)
 
-    def __init__(self, transport: asyncio.Transport, channel: TlsChannel) -> None:
+    def __init__(self, transport: asyncio.Transport, channel: Channel) -> None:
         super().__init__(transport)
         self.channel = channel
 
@@ -121,7 +125,7 @@ def splice(
     to_client: bytes,
     to_backend: bytes,
     on_close: Callable[[], None],
-    channel: TlsChannel | None = None,
+    channel: Channel | None = None,
     ends: tuple[RelayEnd, RelayEnd] | None = None,
 ) -> None:
     """Switch both transports to relaying, after flushing bytes already in hand.

@@ -16,26 +16,25 @@ import time
 from typing import TYPE_CHECKING
 
 from pggate import logs
-from pggate.auth import cert
-from pggate.errors import ClientError, SilentClose
+from pggate.errors import ClientError, ProtocolViolation, SilentClose
 from pggate.hba import ConnectionFacts, HbaRule
 from pggate.proto import codec, codes
 from pggate.proto import negotiate as neg
 from pggate.proto.backend import LoginFailed
 from pggate.proto.messages import StartupMessage
-from pggate.server import catalog, relay, upstream
+from pggate.server import authflow, catalog, relay, upstream
+from pggate.server.authflow import AuthResult
 from pggate.server.inbox import InboxProtocol
 from pggate.server.pool import pool_key
-from pggate.transport.tls import TlsChannel, TlsError, TlsHandshakeError
+from pggate.transport import CHANNEL_ERRORS
+from pggate.transport.gss import GssChannel, GssError
+from pggate.transport.tls import TlsChannel, TlsHandshakeError
 
 if TYPE_CHECKING:
     from pggate.policy import Policy
     from pggate.server.gateway import Gateway
 
 log = logging.getLogger("pggate.session")
-
-# Methods this build can run; the others are refused with a clear FATAL until implemented.
-IMPLEMENTED_METHODS = frozenset({"trust", "reject", "cert"})
 
 
 class ClientSession(InboxProtocol):
@@ -48,7 +47,8 @@ class ClientSession(InboxProtocol):
         self.port = ""
         self.counted = False
         self.task: asyncio.Task[None] | None = None
-        self.channel: TlsChannel | None = None
+        self.channel: TlsChannel | GssChannel | None = None
+        self.auth = AuthResult()
         self.started = time.monotonic()
         self.startup: StartupMessage | None = None
         # Decrypted (or plain) bytes received but not yet consumed by the current phase.
@@ -78,7 +78,16 @@ class ClientSession(InboxProtocol):
                     self.startup = startup
                     self._admit()
                     rule = await self._check_hba(policy, startup)
-                    self._authenticate(policy, rule, startup)
+                    self.auth = await authflow.authenticate(
+                        self,
+                        policy,
+                        rule,
+                        startup,
+                        tls_end_point_hash=self.gateway.tls_end_point_hash
+                        if isinstance(self.channel, TlsChannel)
+                        else None,
+                        mock_nonce=self.gateway.mock_nonce,
+                    )
             except TimeoutError:
                 # PostgreSQL's StartupPacketTimeoutHandler: exit without a word.
                 return
@@ -95,7 +104,7 @@ class ClientSession(InboxProtocol):
             self.gateway.handshaking.discard(self)
             if not self.gateway.is_relaying(self):
                 self._release()
-                if self.channel is not None:
+                if isinstance(self.channel, TlsChannel):
                     # be_tls_close: close_notify before the socket goes. OpenSSL 3 clients
                     # report a bare EOF as "unexpected eof while reading" (libpq 17+ waits for
                     # the close after a CancelRequest sent inside TLS, and fails on that).
@@ -112,6 +121,10 @@ class ClientSession(InboxProtocol):
             data = bytes(self.plain)
             self.plain.clear()
             return data
+        return await self._next_chunk()
+
+    async def _next_chunk(self) -> bytes | None:
+        """Read from the network (and decrypt); None at end of stream."""
         while await self.wait_for_data():
             raw = self.take()
             channel = self.channel
@@ -119,9 +132,10 @@ class ClientSession(InboxProtocol):
                 return raw
             try:
                 data = channel.feed(raw)
-            except TlsError as err:
-                self.write(err.output)
-                raise SilentClose(err.log_message) from None
+            except CHANNEL_ERRORS as err:
+                self.write(getattr(err, "output", b""))
+                logs.report(log, logging.INFO, err)
+                raise SilentClose() from None
             queued = channel.pending_output()
             if queued:
                 self.write(queued)
@@ -131,10 +145,25 @@ class ClientSession(InboxProtocol):
                 return None
         return None
 
+    async def read_message(self, max_length: int) -> tuple[bytes, bytes]:
+        """One typed frontend message (authentication phase). End of stream closes silently,
+        as PostgreSQL's recv_password_packet does; a bad length is a protocol violation."""
+        while True:
+            parsed, consumed = codec.read_message(self.plain, max_length=max_length)
+            if parsed is not None:
+                kind, body = parsed[0], bytes(parsed[1])
+                del self.plain[:consumed]
+                return kind, body
+            data = await self._next_chunk()
+            if data is None:
+                raise SilentClose()
+            self.plain += data
+
     async def _negotiate(self) -> tuple[StartupMessage | None, int]:
         """Run the pre-startup exchange until a StartupMessage (or the end of the connection)."""
         tls = self.gateway.tls_context
-        negotiator = neg.Negotiator(ssl_enabled=tls is not None, gss_enabled=False)
+        gss = self.gateway.gss_enabled
+        negotiator = neg.Negotiator(ssl_enabled=tls is not None, gss_enabled=gss)
         while True:
             data = await self.receive()
             events = negotiator.receive(data) if data is not None else negotiator.eof()
@@ -162,9 +191,11 @@ class ClientSession(InboxProtocol):
                 elif isinstance(event, neg.StartDirectTLS) and tls is not None:
                     self.plain[:0] = await self._start_tls(tls, event.initial, direct=True)
                     negotiator.encryption_established("direct_ssl")
+                elif isinstance(event, neg.StartGSS) and gss:
+                    self.plain[:0] = await self._start_gss(event.pending)
+                    negotiator.encryption_established("gss")
                 else:
-                    # GSS is not configured in this build, so the negotiator never accepts
-                    # it; reaching here is a bug, not a client error.
+                    # The negotiator accepts only what it was told is enabled.
                     raise RuntimeError(f"unexpected negotiation event {event!r}")
 
     async def _start_tls(self, context: ssl.SSLContext, initial: bytes, *, direct: bool) -> bytes:
@@ -193,9 +224,38 @@ class ClientSession(InboxProtocol):
             # talking to a different TLS service on the same port.
             self.write(channel.close())
             raise SilentClose(
-                "received direct SSL connection request without ALPN protocol negotiation "
-                "extension"
+                "received direct SSL connection request without ALPN protocol negotiation extension"
             )
+        self.channel = channel
+        return channel.feed(b"")
+
+    async def _start_gss(self, pending: bytes) -> bytes:
+        """Run the GSSAPI encryption handshake; returns plaintext that arrived with it."""
+        if pending or self.inbox:
+            # The client may not speak before the handshake: its bytes would be taken as
+            # plaintext protocol behind an encryption request (be-secure-gssapi.c refuses).
+            raise ProtocolViolation(
+                "received unencrypted data after GSSAPI encryption request",
+                detail="This could be either a client-software bug or evidence of an "
+                "attempted man-in-the-middle attack.",
+            )
+        channel = GssChannel(
+            None, accept_delegation=self.gateway.policy.config.gss_accept_delegation
+        )
+        try:
+            while True:
+                out, done = channel.handshake()
+                if out:
+                    self.write(out)
+                if done:
+                    break
+                if not await self.wait_for_data():
+                    raise SilentClose()
+                channel.feed(self.take())
+        except GssError as err:
+            # PostgreSQL never answers a failed GSS handshake with a protocol message.
+            logs.report(log, logging.INFO, err)
+            raise SilentClose() from None
         self.channel = channel
         return channel.feed(b"")
 
@@ -259,8 +319,8 @@ class ClientSession(InboxProtocol):
         hostname = await self._verified_hostname(address) if hba.needs_hostname else None
         facts = ConnectionFacts(
             is_local=False,
-            ssl=self.channel is not None,
-            gss=False,
+            ssl=isinstance(self.channel, TlsChannel),
+            gss=isinstance(self.channel, GssChannel),
             address=address,
             hostname=hostname,
             database=startup.database,
@@ -296,61 +356,34 @@ class ClientSession(InboxProtocol):
         forward = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
         return name if address in forward else None
 
-    def _authenticate(self, policy: Policy, rule: HbaRule, startup: StartupMessage) -> None:
-        detail = rule.log_detail
-        if rule.method not in IMPLEMENTED_METHODS:
-            raise ClientError(
-                codes.SQLSTATE_INVALID_AUTHORIZATION,
-                f'authentication method "{rule.method}" is not supported by this pggate build',
-                log_detail=detail,
-            )
-        peer = self._peer_certificate()
-        cert.check_before_auth(rule, peer, ca_loaded=bool(policy.config.ssl_ca_file))
-        log_auth = "authentication" in policy.config.log_connections
-        if rule.method == "cert":
-            assert peer is not None  # check_before_auth demands a verified certificate
-            if log_auth:
-                log.info(
-                    'connection authenticated: identity="%s" method=cert (%s:%d)',
-                    cert.authenticated_identity(peer),
-                    rule.file,
-                    rule.line_number,
-                )
-        if peer is not None:
-            cert.check_name(rule, peer, startup.user, policy.ident)
-        if log_auth and rule.method == "trust":
-            log.info(
-                'connection authenticated: user="%s" method=%s (%s:%d)',
-                startup.user,
-                rule.method,
-                rule.file,
-                rule.line_number,
-            )
-
-    def _peer_certificate(self) -> cert.PeerCertificate | None:
-        channel = self.channel
-        if channel is None:
-            return None
-        return cert.PeerCertificate(
-            verified=channel.peer_cert_verified,
-            common_name=channel.peer_common_name,
-            distinguished_name=channel.peer_dn_rfc2253,
-        )
-
     def _encryption_summary(self) -> str:
         """The tail of PostgreSQL's ``connection authorized`` line."""
         channel = self.channel
-        if channel is None or channel.cipher is None:
+        if isinstance(channel, TlsChannel) and channel.cipher is not None:
+            name, bits = channel.cipher
+            return f" SSL enabled (protocol={channel.version}, cipher={name}, bits={bits})"
+        encrypted = isinstance(channel, GssChannel)
+        if not (encrypted or self.auth.gss_authenticated):
             return ""
-        name, bits = channel.cipher
-        return f" SSL enabled (protocol={channel.version}, cipher={name}, bits={bits})"
+        auth = self.auth
+        delegated = auth.gss_delegated or (
+            isinstance(channel, GssChannel) and channel.delegated_credentials
+        )
+        text = (
+            f" GSS (authenticated={'yes' if auth.gss_authenticated else 'no'}, "
+            f"encrypted={'yes' if encrypted else 'no'}, "
+            f"delegated_credentials={'yes' if delegated else 'no'}"
+        )
+        if auth.gss_principal:
+            text += f", principal={auth.gss_principal}"
+        return text + ")"
 
     async def _open_backend(self, policy: Policy, startup: StartupMessage, protocol: int) -> None:
         gateway = self.gateway
         key = pool_key(startup.user, startup.database, startup.params)
         pooled = policy.config.pool_mode == "session"
         reused = gateway.pool.acquire(key) if pooled else None
-        auth_ok = codec.authentication_ok()
+        auth_ok = self.auth.before_ok + codec.authentication_ok()
         if reused is not None:
             backend, login, created = reused.transport, reused.login, reused.created
         else:

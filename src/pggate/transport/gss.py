@@ -290,6 +290,13 @@ class GssChannel:
             return parts[0]
         return b"".join(parts)
 
+    #: GSS has no close message of its own: the peer ends the stream by closing TCP.
+    peer_closed = False
+
+    def pending_output(self) -> bytes:
+        """Nothing is ever queued: GSS sends only what encrypt() returns (TLS-shaped API)."""
+        return b""
+
     def encrypt(self, data: Buffer) -> bytes:
         """Plaintext in, packets out: chunks of at most the wrap size limit, each wrapped with
         confidentiality into one packet of at most 16380 bytes after its length word."""

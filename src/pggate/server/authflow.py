@@ -1,0 +1,222 @@
+"""Runs the pg_hba.conf line's authentication method against the client (auth.c's
+ClientAuthentication), driving the sans-IO exchanges of :mod:`pggate.auth`.
+
+The result says what to send before AuthenticationOk (SASLFinal, a last GSS token) and what to
+log; a failure is raised as the ClientError the method's exchange produced.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
+
+from pggate.auth import cert, password, verifiers
+from pggate.auth import gss as gss_auth
+from pggate.errors import ClientError
+from pggate.hba import HbaRule
+from pggate.proto import codes
+from pggate.proto.messages import StartupMessage
+from pggate.server import catalog
+from pggate.transport.gss import GssChannel
+from pggate.transport.tls import TlsChannel
+
+if TYPE_CHECKING:
+    from pggate.policy import Policy
+
+log = logging.getLogger("pggate.auth")
+
+PASSWORD_METHODS = frozenset({"password", "md5", "scram-sha-256"})
+IMPLEMENTED_METHODS = frozenset({"trust", "cert", "gss"}) | PASSWORD_METHODS
+# Room for the type byte's message: the largest token plus its length word.
+MAX_RESPONSE_LENGTH = codes.MAX_AUTH_TOKEN_LENGTH + 4
+
+
+class ClientConversation(Protocol):
+    """What an exchange needs from the session: send, and read one typed message."""
+
+    channel: TlsChannel | GssChannel | None
+
+    def send(self, data: bytes) -> None: ...
+
+    async def read_message(self, max_length: int) -> tuple[bytes, bytes]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    before_ok: bytes = b""  # SASLFinal or a final GSS token, sent just before AuthenticationOk
+    gss_authenticated: bool = False
+    gss_principal: str | None = None
+    gss_delegated: bool = False
+    scram_keys: tuple[bytes, bytes] | None = None  # ClientKey, ServerKey (SCRAM pass-through)
+
+
+class MockNonce:
+    """The per-gateway secret behind mock SCRAM salts (auth-scram.c mock_scram_secret).
+
+    PostgreSQL keeps one in pg_control so an unknown role gets the same fake salt every time;
+    pggate uses the backend's own when its role may read it, else a random one per process.
+    """
+
+    def __init__(self) -> None:
+        self.value: bytes | None = None
+
+    async def get(self, policy: Policy) -> bytes:
+        if self.value is None:
+            try:
+                rows = await catalog.run_query(
+                    policy.backend,
+                    "SELECT mock_authentication_nonce FROM pg_catalog.pg_control_init()",
+                )
+                self.value = bytes.fromhex(str(rows[0][0]))
+            except (ClientError, ValueError, IndexError):
+                log.info("using a per-process mock authentication nonce")
+                self.value = secrets.token_bytes(32)
+        return self.value
+
+
+async def authenticate(
+    client: ClientConversation,
+    policy: Policy,
+    rule: HbaRule,
+    startup: StartupMessage,
+    *,
+    tls_end_point_hash: bytes | None,
+    mock_nonce: MockNonce,
+) -> AuthResult:
+    """Run ``rule``'s method; returns what the session needs, raises the client's FATAL."""
+    method = str(rule.method)
+    if method not in IMPLEMENTED_METHODS:
+        raise ClientError(
+            codes.SQLSTATE_INVALID_AUTHORIZATION,
+            f'authentication method "{method}" is not supported by this pggate build',
+            log_detail=rule.log_detail,
+        )
+    channel = client.channel
+    peer = _peer_certificate(channel)
+    cert.check_before_auth(rule, peer, ca_loaded=bool(policy.config.ssl_ca_file))
+    user = startup.user
+    result = AuthResult()
+    log_auth = "authentication" in policy.config.log_connections
+    where = f"({rule.file}:{rule.line_number})"
+    if method == "cert":
+        assert peer is not None  # check_before_auth demanded a verified certificate
+        if log_auth:
+            identity = cert.authenticated_identity(peer)
+            log.info('connection authenticated: identity="%s" method=cert %s', identity, where)
+    elif method in PASSWORD_METHODS:
+        result = await _password(client, policy, method, user, tls_end_point_hash, mock_nonce)
+        if log_auth:
+            log.info('connection authenticated: identity="%s" method=%s %s', user, method, where)
+    elif method == "gss":
+        result = await _gss(client, policy, rule, user, log_auth, where)
+    elif log_auth:  # trust
+        log.info('connection authenticated: user="%s" method=%s %s', user, method, where)
+    if peer is not None:
+        cert.check_name(rule, peer, user, policy.ident)
+    return result
+
+
+def _peer_certificate(channel: TlsChannel | GssChannel | None) -> cert.PeerCertificate | None:
+    if not isinstance(channel, TlsChannel):
+        return None
+    return cert.PeerCertificate(
+        verified=channel.peer_cert_verified,
+        common_name=channel.peer_common_name,
+        distinguished_name=channel.peer_dn_rfc2253,
+    )
+
+
+async def _password(
+    client: ClientConversation,
+    policy: Policy,
+    method: str,
+    user: str,
+    tls_end_point_hash: bytes | None,
+    mock_nonce: MockNonce,
+) -> AuthResult:
+    """password / md5 / scram-sha-256 with the verifier read from the backend's pg_authid."""
+    try:
+        rows = await catalog.run_query(policy.backend, verifiers.role_secret_sql(user))
+    except UnicodeEncodeError:
+        rows = []  # a name the backend cannot hold is a role that does not exist
+    secret = verifiers.parse_role_secret(rows)
+    now = datetime.now(UTC)
+    exchange = password.choose_exchange(
+        method,
+        user,
+        secret,
+        now=now,
+        tls_end_point_hash=tls_end_point_hash,
+        password_encryption=policy.config.password_encryption,
+        mock_nonce=await mock_nonce.get(policy),
+    )
+    client.send(exchange.start())
+    while True:
+        kind, body = await client.read_message(MAX_RESPONSE_LENGTH)
+        outcome = exchange.receive(kind, body)
+        if isinstance(outcome, password.Send):
+            client.send(outcome.data)
+        elif isinstance(outcome, password.Failure):
+            raise outcome.error
+        else:
+            keys = None
+            if isinstance(exchange, password.ScramExchange) and exchange.client_key:
+                assert exchange.server_key is not None
+                keys = (exchange.client_key, exchange.server_key)
+            return AuthResult(before_ok=outcome.final, scram_keys=keys)
+
+
+async def _gss(
+    client: ClientConversation,
+    policy: Policy,
+    rule: HbaRule,
+    user: str,
+    log_auth: bool,
+    where: str,
+) -> AuthResult:
+    """gss: the encryption handshake already authenticated the client, or run the exchange."""
+    cfg = policy.config
+    channel = client.channel
+    before_ok = b""
+    if isinstance(channel, GssChannel):
+        principal, delegated = channel.principal or "", channel.delegated_credentials
+    else:
+        exchange = gss_auth.GssAuthExchange(
+            None, user=user, accept_delegation=cfg.gss_accept_delegation
+        )
+        client.send(exchange.start())
+        while True:
+            kind, body = await client.read_message(MAX_RESPONSE_LENGTH)
+            outcome = exchange.receive(kind, body)
+            if isinstance(outcome, gss_auth.Send):
+                client.send(outcome.data)
+                continue
+            if isinstance(outcome, gss_auth.Failure):
+                if outcome.output:
+                    client.send(outcome.output)
+                raise outcome.error
+            principal, delegated, before_ok = outcome.principal, outcome.delegated, outcome.output
+            break
+    if log_auth:  # logged even if the map check below fails, as PostgreSQL does
+        log.info('connection authenticated: identity="%s" method=gss %s', principal, where)
+    gss_auth.authorize_gss_principal(
+        principal,
+        pg_user=user,
+        include_realm=rule.include_realm,
+        krb_realm=rule.krb_realm,
+        usermap=rule.usermap,
+        case_insensitive=cfg.krb_caseins_users,
+        ident=policy.ident,
+    )
+    return AuthResult(
+        before_ok=before_ok,
+        gss_authenticated=True,
+        gss_principal=principal,
+        gss_delegated=delegated,
+    )
+
+
+__all__ = ["AuthResult", "MockNonce", "authenticate"]
