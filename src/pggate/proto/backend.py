@@ -14,8 +14,11 @@ message (``database "x" does not exist``, ``role "y" is not permitted to log in`
 
 from __future__ import annotations
 
+import base64
 import enum
 import hashlib
+import hmac
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -60,11 +63,12 @@ class BackendLogin:
     user: str
     parameters: Mapping[str, str]
     password: str | None = None
+    scram_keys: tuple[bytes, bytes] | None = None  # ClientKey, ServerKey
     state: LoginState = LoginState.AUTHENTICATING
     _buffer: bytearray = field(default_factory=bytearray)
     _burst: bytearray = field(default_factory=bytearray)
     _key: tuple[int, bytes] | None = None
-    _scram: scramp.ScramClient | None = None
+    _scram: ScramPasswordClient | ScramKeyClient | None = None
 
     def startup(self) -> bytes:
         """The StartupMessage; always protocol 3.0 (the client-facing version is pggate's)."""
@@ -75,9 +79,7 @@ class BackendLogin:
         self._buffer += data
         replies = bytearray()
         while self.state in (LoginState.AUTHENTICATING, LoginState.RECEIVING_BURST):
-            parsed, consumed = codec.read_message(
-                self._buffer, max_length=MAX_LOGIN_MESSAGE_LENGTH
-            )
+            parsed, consumed = codec.read_message(self._buffer, max_length=MAX_LOGIN_MESSAGE_LENGTH)
             if parsed is None:
                 break
             raw = bytes(self._buffer[:consumed])
@@ -99,9 +101,7 @@ class BackendLogin:
             if kind == codes.MSG_NEGOTIATE_PROTOCOL_VERSION:
                 return None  # only possible for options we never send; harmless
             if kind != codes.MSG_AUTHENTICATION:
-                raise ProtocolViolation(
-                    f"backend sent message type {kind!r} during authentication"
-                )
+                raise ProtocolViolation(f"backend sent message type {kind!r} during authentication")
             request, payload = codec.parse_authentication(body)
             if request == codes.AUTH_OK:
                 self.state = LoginState.RECEIVING_BURST
@@ -121,47 +121,107 @@ class BackendLogin:
 
     def _answer(self, request: int, payload: bytes) -> bytes:
         """Answer an authentication request from the backend."""
-        needs_password = (codes.AUTH_CLEARTEXT_PASSWORD, codes.AUTH_MD5_PASSWORD, codes.AUTH_SASL)
-        if request in needs_password and self.password is None:
-            raise ClientError(
-                codes.SQLSTATE_CONNECTION_FAILURE,
-                "could not log in to the backend server",
-                log_detail=(
-                    f"The backend asked for a password (authentication request {request}) "
-                    "and the backend setting has none; give pggate a trust path to the "
-                    "backend."
-                ),
+        if request == codes.AUTH_SASL:
+            mechanisms = [m.decode() for m in payload.split(b"\0") if m]
+            if codes.SCRAM_SHA_256 not in mechanisms:
+                raise _login_error(f"backend offered SASL mechanisms {mechanisms}")
+            if self.scram_keys is not None:
+                self._scram = ScramKeyClient(*self.scram_keys)
+            elif self.password is not None:
+                self._scram = ScramPasswordClient(self.user, self.password)
+            else:
+                raise _no_credentials(request)
+            first = self._scram.client_first()
+            return codec.password_message(
+                codes.SCRAM_SHA_256.encode() + b"\0" + len(first).to_bytes(4, "big") + first
             )
-        if request == codes.AUTH_CLEARTEXT_PASSWORD:
-            assert self.password is not None
-            return codec.password_message(self.password.encode() + b"\0")
-        if request == codes.AUTH_MD5_PASSWORD:
-            assert self.password is not None
+        if request == codes.AUTH_SASL_CONTINUE and self._scram is not None:
+            return codec.password_message(self._scram.client_final(payload))
+        if request == codes.AUTH_SASL_FINAL and self._scram is not None:
+            self._scram.verify_server_final(payload)
+            return b""
+        if request in (codes.AUTH_CLEARTEXT_PASSWORD, codes.AUTH_MD5_PASSWORD):
+            if self.password is None:
+                raise _no_credentials(request)
+            if request == codes.AUTH_CLEARTEXT_PASSWORD:
+                return codec.password_message(self.password.encode() + b"\0")
             inner = hashlib.md5((self.password + self.user).encode()).hexdigest()
             outer = hashlib.md5(inner.encode() + payload[:4]).hexdigest()
             return codec.password_message(b"md5" + outer.encode() + b"\0")
-        if request == codes.AUTH_SASL:
-            assert self.password is not None
-            mechanisms = [m.decode() for m in payload.split(b"\0") if m]
-            if "SCRAM-SHA-256" not in mechanisms:
-                raise ClientError(
-                    codes.SQLSTATE_CONNECTION_FAILURE,
-                    "could not log in to the backend server",
-                    log_detail=f"backend offered SASL mechanisms {mechanisms}",
-                )
-            self._scram = scramp.ScramClient(["SCRAM-SHA-256"], self.user, self.password)
-            first = self._scram.get_client_first().encode()
-            return codec.password_message(
-                b"SCRAM-SHA-256\0" + len(first).to_bytes(4, "big") + first
-            )
-        if request == codes.AUTH_SASL_CONTINUE and self._scram is not None:
-            self._scram.set_server_first(payload.decode())
-            return codec.password_message(self._scram.get_client_final().encode())
-        if request == codes.AUTH_SASL_FINAL and self._scram is not None:
-            self._scram.set_server_final(payload.decode())
-            return b""
-        raise ClientError(
-            codes.SQLSTATE_CONNECTION_FAILURE,
-            "could not log in to the backend server",
-            log_detail=f"unsupported backend authentication request {request}",
+        raise _login_error(f"unsupported backend authentication request {request}")
+
+
+def _login_error(detail: str) -> ClientError:
+    return ClientError(
+        codes.SQLSTATE_CONNECTION_FAILURE,
+        "could not log in to the backend server",
+        log_detail=detail,
+    )
+
+
+def _no_credentials(request: int) -> ClientError:
+    return _login_error(
+        f"The backend asked for authentication (request {request}) and pggate has neither a "
+        "password for this role nor SCRAM keys from the client's own SCRAM login; give pggate "
+        "a trust path to the backend, or use scram-sha-256 for this role."
+    )
+
+
+class ScramPasswordClient:
+    """SCRAM-SHA-256 with a password (pggate's own role, from the backend conninfo)."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self._client = scramp.ScramClient([codes.SCRAM_SHA_256], user, password)
+
+    def client_first(self) -> bytes:
+        first: str = self._client.get_client_first()
+        return first.encode()
+
+    def client_final(self, server_first: bytes) -> bytes:
+        self._client.set_server_first(server_first.decode())
+        final: str = self._client.get_client_final()
+        return final.encode()
+
+    def verify_server_final(self, server_final: bytes) -> None:
+        self._client.set_server_final(server_final.decode())
+
+
+class ScramKeyClient:
+    """SCRAM-SHA-256 with the ClientKey/ServerKey recovered from the client's own SCRAM login.
+
+    PostgreSQL 18's pass-through (libpq scram_client_key): the proof needs only ClientKey, and
+    the backend's signature is checked with ServerKey, so pggate can log in as the client's
+    role to a backend holding the same SCRAM secret without ever knowing the password.
+    RFC 5802 section 3: ClientProof = ClientKey XOR HMAC(H(ClientKey), AuthMessage).
+    """
+
+    def __init__(self, client_key: bytes, server_key: bytes) -> None:
+        self._client_key = client_key
+        self._server_key = server_key
+        self._nonce = base64.b64encode(secrets.token_bytes(18)).decode()
+        self._first_bare = f"n=,r={self._nonce}"
+        self._auth_message = b""
+
+    def client_first(self) -> bytes:
+        return f"n,,{self._first_bare}".encode()
+
+    def client_final(self, server_first: bytes) -> bytes:
+        attributes = dict(
+            item.split("=", 1) for item in server_first.decode().split(",") if "=" in item
         )
+        nonce = attributes.get("r", "")
+        if not nonce.startswith(self._nonce) or len(nonce) <= len(self._nonce):
+            raise _login_error("backend SCRAM nonce does not extend ours")
+        without_proof = f"c=biws,r={nonce}"
+        self._auth_message = f"{self._first_bare},{server_first.decode()},{without_proof}".encode()
+        stored_key = hashlib.sha256(self._client_key).digest()
+        signature = hmac.digest(stored_key, self._auth_message, "sha256")
+        proof = bytes(a ^ b for a, b in zip(self._client_key, signature, strict=True))
+        return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+
+    def verify_server_final(self, server_final: bytes) -> None:
+        expected = hmac.digest(self._server_key, self._auth_message, "sha256")
+        text = server_final.decode()
+        given = base64.b64decode(text[2:]) if text.startswith("v=") else b""
+        if not hmac.compare_digest(expected, given):
+            raise _login_error("backend SCRAM server signature does not match")

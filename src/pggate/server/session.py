@@ -387,7 +387,9 @@ class ClientSession(InboxProtocol):
         if reused is not None:
             backend, login, created = reused.transport, reused.login, reused.created
         else:
-            session = await upstream.login(policy.backend, startup.user, startup.params)
+            session = await upstream.login(
+                policy.backend, startup.user, startup.params, scram_keys=self.auth.scram_keys
+            )
             if isinstance(session, LoginFailed):
                 # As PostgreSQL: authentication succeeded, then InitPostgres refused.
                 self.send(auth_ok + session.error_message)

@@ -56,11 +56,24 @@ class BackendSession:
 
 
 async def login(
-    address: BackendAddress, user: str, parameters: Mapping[str, str]
+    address: BackendAddress,
+    user: str,
+    parameters: Mapping[str, str],
+    *,
+    scram_keys: tuple[bytes, bytes] | None = None,
 ) -> BackendSession | LoginFailed:
-    """Connect and log in as ``user``; the backend's own refusal is returned, not raised."""
+    """Connect and log in as ``user``; the backend's own refusal is returned, not raised.
+
+    The backend conninfo's password is pggate's own role's, used only for that role;
+    ``scram_keys`` (from the client's SCRAM login) answer a backend that asks for SCRAM.
+    """
     transport, protocol = await connect(address)
-    machine = BackendLogin(user=user, parameters=parameters, password=address.password)
+    machine = BackendLogin(
+        user=user,
+        parameters=parameters,
+        password=address.password if user == address.user else None,
+        scram_keys=scram_keys,
+    )
     try:
         transport.write(machine.startup())
         async with asyncio.timeout(address.connect_timeout):
