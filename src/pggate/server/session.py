@@ -230,15 +230,15 @@ class ClientSession(InboxProtocol):
         return channel.feed(b"")
 
     async def _start_gss(self, pending: bytes) -> bytes:
-        """Run the GSSAPI encryption handshake; returns plaintext that arrived with it."""
-        if pending or self.inbox:
-            # The client may not speak before the handshake: its bytes would be taken as
-            # plaintext protocol behind an encryption request (be-secure-gssapi.c refuses).
-            raise ProtocolViolation(
-                "received unencrypted data after GSSAPI encryption request",
-                detail="This could be either a client-software bug or evidence of an "
-                "attempted man-in-the-middle attack.",
-            )
+        """Run the GSSAPI encryption handshake; returns plaintext that arrived with it.
+
+        ``pending`` (bytes that came in with the GSSENCRequest) play the part of PostgreSQL's
+        receive buffer: ``secure_open_gssapi`` reads its tokens from the socket, never from
+        that buffer, so they are not fed to the handshake. Once the context is established,
+        ProcessStartupPacket finds them still buffered and sends FATAL 08P01 - encrypted, as
+        the channel is now active (shared/protocol.md §1.4). The injected bytes are never
+        read as protocol; a legitimate client learns of the attack through its own channel.
+        """
         channel = GssChannel(
             None, accept_delegation=self.gateway.policy.config.gss_accept_delegation
         )
@@ -257,6 +257,12 @@ class ClientSession(InboxProtocol):
             logs.report(log, logging.INFO, err)
             raise SilentClose() from None
         self.channel = channel
+        if pending:
+            raise ProtocolViolation(
+                "received unencrypted data after GSSAPI encryption request",
+                detail="This could be either a client-software bug or evidence of an "
+                "attempted man-in-the-middle attack.",
+            )
         return channel.feed(b"")
 
     def _log_handshake_failure(self, err: TlsHandshakeError) -> None:
