@@ -452,17 +452,17 @@ def test_password_wrong_message_type() -> None:
 
 
 def test_password_oversized_packet_closes_silently() -> None:
-    err = cleartext(role(password=PASSWORD), b"x" * codes.MAX_AUTH_TOKEN_LENGTH + b"\0")
+    # The limit bounds the length word, which counts itself: a body of 65532 bytes is too long.
+    longest = codes.MAX_AUTH_TOKEN_LENGTH - 4
+    err = cleartext(role(password=PASSWORD), b"x" * longest + b"\0")
     assert isinstance(failed(err), SilentClose)
     assert failed(err).message == "invalid message length"
     # Exactly at the limit is read (and here fails as an over-long SASLprep input).
-    err2 = failed(
-        cleartext(role(password=PASSWORD), b"x" * (codes.MAX_AUTH_TOKEN_LENGTH - 1) + b"\0")
-    )
+    err2 = failed(cleartext(role(password=PASSWORD), b"x" * (longest - 1) + b"\0"))
     assert (err2.sqlstate, err2.message) == ("54000", "password too long")
     # Against an MD5 secret the length does not matter until the limit.
     md5 = role(secret=md5_stored(PASSWORD, "alice"))
-    assert_password_failure(cleartext(md5, b"x" * (codes.MAX_AUTH_TOKEN_LENGTH - 1) + b"\0"))
+    assert_password_failure(cleartext(md5, b"x" * (longest - 1) + b"\0"))
 
 
 # --- method md5 --------------------------------------------------------------------------------
@@ -745,13 +745,18 @@ def test_oversized_sasl_message_is_a_password_failure() -> None:
     body = sasl_initial("SCRAM-SHA-256", b"n,,n=,r=" + b"a" * 1100)
     err = assert_password_failure(ex.receive(b"p", body))
     assert err.log_detail == "invalid message length"
-    # 1024 bytes of body are still read.
+    # The 1024 bounds the length word, which counts itself (pq_getmessage): 1020 bytes of body
+    # are read, 1021 are not.
+    head = sasl_initial("SCRAM-SHA-256", b"")
+    data = b"n,,n=,r=" + b"a" * (1020 - len(head) - 8)
+    assert len(sasl_initial("SCRAM-SHA-256", data)) == 1020
     ex = scram(SCRAM_ROLE)
     ex.start()
-    head = sasl_initial("SCRAM-SHA-256", b"")
-    data = b"n,,n=,r=" + b"a" * (1024 - len(head) - 8)
-    outcome = ex.receive(b"p", sasl_initial("SCRAM-SHA-256", data))
-    assert len(sasl_initial("SCRAM-SHA-256", data)) == 1024 and isinstance(outcome, Send)
+    assert isinstance(ex.receive(b"p", sasl_initial("SCRAM-SHA-256", data)), Send)
+    ex = scram(SCRAM_ROLE)
+    ex.start()
+    err = assert_password_failure(ex.receive(b"p", sasl_initial("SCRAM-SHA-256", data + b"a")))
+    assert err.log_detail == "invalid message length"
     # And a client-final over the limit fails the same way.
     client = RfcClient()
     ex = scram(SCRAM_ROLE)

@@ -16,11 +16,12 @@ parser walks the message byte by byte like auth-scram.c's ``read_attr_value`` /
 is the reference client in the tests.
 
 Security invariants kept here: every length is checked before use (SASL messages ≤ 1024 bytes,
-password packets ≤ 65535); every secret comparison is ``hmac.compare_digest``; an unknown role, a
-role without a usable password, an expired one, or an MD5-only role under SCRAM runs a *doomed*
-exchange with the mock salt and fails exactly like a wrong password, the reason going to the log
-only; ``SCRAM-SHA-256-PLUS`` is offered only when a TLS certificate hash is given, and a client
-that says ``y`` (binding supported, server thought not to) on TLS is refused (downgrade).
+password packets ≤ 65535, the length word included as PostgreSQL counts it); every secret
+comparison is ``hmac.compare_digest``; an unknown role, a role without a usable password, an
+expired one, or an MD5-only role under SCRAM runs a *doomed* exchange with the mock salt and
+fails exactly like a wrong password, the reason going to the log only; ``SCRAM-SHA-256-PLUS`` is
+offered only when a TLS certificate hash is given, and a client that says ``y`` (binding
+supported, server thought not to) on TLS is refused (downgrade).
 """
 
 from __future__ import annotations
@@ -181,11 +182,18 @@ class Exchange(abc.ABC):
 # --- password and md5 --------------------------------------------------------------------------
 
 
+def _length_word(body: bytes) -> int:
+    """The message's Int32 length word, which counts itself: what pq_getmessage's ``maxlen``
+    bounds (pqcomm.c: ``len > maxlen`` before ``len -= 4``), so a body may have at most
+    ``maxlen - 4`` bytes (1020 for SASL, 65531 for a password packet)."""
+    return len(body) + codec.LENGTH_WORD_SIZE
+
+
 def _password_packet(message_type: bytes, body: bytes) -> bytes:
     """auth.c recv_password_packet: the NUL-terminated password, checked as PostgreSQL does."""
     if message_type != codes.MSG_PASSWORD:
         raise ProtocolViolation(f"expected password response, got message type {message_type[0]}")
-    if len(body) > codes.MAX_AUTH_TOKEN_LENGTH:
+    if _length_word(body) > codes.MAX_AUTH_TOKEN_LENGTH:
         # pq_getmessage: logged, then EOF; PostgreSQL exits without a word.
         raise codec.InvalidMessageLength()
     if not body or body.find(b"\0") != len(body) - 1:
@@ -435,7 +443,7 @@ class ScramExchange(Exchange):
     def _step(self, message_type: bytes, body: bytes) -> Outcome:
         if message_type != codes.MSG_PASSWORD:
             raise ProtocolViolation(f"expected SASL response, got message type {message_type[0]}")
-        if len(body) > codes.MAX_SASL_MESSAGE_LENGTH:
+        if _length_word(body) > codes.MAX_SASL_MESSAGE_LENGTH:
             # pq_getmessage refuses it (logged), CheckSASLAuth returns STATUS_ERROR: the client
             # sees an ordinary password failure.
             return self._password_failure("invalid message length")

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from pggate.auth import cert, password, verifiers
 from pggate.auth import gss as gss_auth
-from pggate.errors import ClientError
+from pggate.errors import ClientError, SilentClose
 from pggate.hba import HbaRule
-from pggate.proto import codes
+from pggate.proto import codec, codes
 from pggate.proto.messages import StartupMessage
 from pggate.server import catalog
 from pggate.transport.gss import GssChannel
@@ -86,7 +86,34 @@ async def authenticate(
     tls_end_point_hash: bytes | None,
     mock_nonce: MockNonce,
 ) -> AuthResult:
-    """Run ``rule``'s method; returns what the session needs, raises the client's FATAL."""
+    """Run ``rule``'s method; returns what the session needs, raises the client's FATAL.
+
+    A failure's log DETAIL names the pg_hba.conf line, as auth.c auth_failed does.
+    """
+    try:
+        return await _authenticate(
+            client,
+            policy,
+            rule,
+            startup,
+            tls_end_point_hash=tls_end_point_hash,
+            mock_nonce=mock_nonce,
+        )
+    except ClientError as err:
+        if rule.log_detail not in (err.log_detail or ""):
+            err.log_detail = "\n".join(filter(None, (err.log_detail, rule.log_detail)))
+        raise
+
+
+async def _authenticate(
+    client: ClientConversation,
+    policy: Policy,
+    rule: HbaRule,
+    startup: StartupMessage,
+    *,
+    tls_end_point_hash: bytes | None,
+    mock_nonce: MockNonce,
+) -> AuthResult:
     method = str(rule.method)
     if method not in IMPLEMENTED_METHODS:
         raise ClientError(
@@ -154,19 +181,28 @@ async def _password(
         mock_nonce=await mock_nonce.get(policy),
     )
     client.send(exchange.start())
-    while True:
-        kind, body = await client.read_message(MAX_RESPONSE_LENGTH)
-        outcome = exchange.receive(kind, body)
-        if isinstance(outcome, password.Send):
-            client.send(outcome.data)
-        elif isinstance(outcome, password.Failure):
-            raise outcome.error
-        else:
-            keys = None
-            if isinstance(exchange, password.ScramExchange) and exchange.client_key:
-                assert exchange.server_key is not None
-                keys = (exchange.client_key, exchange.server_key)
-            return AuthResult(before_ok=outcome.final, scram_keys=keys)
+    try:
+        while True:
+            kind, body = await client.read_message(MAX_RESPONSE_LENGTH)
+            outcome = exchange.receive(kind, body)
+            if isinstance(outcome, password.Send):
+                client.send(outcome.data)
+            elif isinstance(outcome, password.Failure):
+                raise outcome.error
+            else:
+                keys = None
+                if isinstance(exchange, password.ScramExchange) and exchange.client_key:
+                    assert exchange.server_key is not None
+                    keys = (exchange.client_key, exchange.server_key)
+                return AuthResult(before_ok=outcome.final, scram_keys=keys)
+    except codec.InvalidMessageLength as err:
+        # A bad length word is pq_getmessage's EOF (logged as COMMERROR, never sent), and each
+        # caller reacts its own way. It must not reach the session as a ClientError, which the
+        # session sends: CheckSASLAuth returns STATUS_ERROR, an ordinary password failure (28P01);
+        # recv_password_packet returns STATUS_EOF and the backend exits without a word.
+        if isinstance(exchange, password.ScramExchange):
+            raise cert.method_failure(exchange.method, user, log_detail=err.message) from None
+        raise SilentClose(err.message) from None
 
 
 async def _gss(

@@ -92,11 +92,11 @@ class ClientSession(InboxProtocol):
                 # PostgreSQL's StartupPacketTimeoutHandler: exit without a word.
                 return
             await self._open_backend(policy, startup, protocol)
-        except ClientError as err:
-            self._fail(err)
-        except SilentClose as err:
+        except SilentClose as err:  # first: some protocol errors are logged, never sent
             if str(err):
                 log.info("%s", err)
+        except ClientError as err:
+            self._fail(err)
         except Exception:
             log.exception("unexpected error in client session from host=%s", self.host)
             self._fail(ClientError(codes.SQLSTATE_INTERNAL_ERROR, "internal error in pggate"))
