@@ -778,8 +778,10 @@ _SETTINGS_COMMENT = """
 _HBA = """\
 # pggate embedded cluster: Unix socket only, trust. The socket lives in a 0700 directory inside
 # the gateway directory, so only pggate (root, or the cluster's owner) can connect; clients are
-# authenticated by pggate against the gateway's own pg_hba.conf.
+# authenticated by pggate against the gateway's own pg_hba.conf. "all" does not cover physical
+# replication connections, so they get their own line.
 local all all trust
+local replication all trust
 """
 
 

@@ -105,7 +105,10 @@ def test_query_over_private_socket(cluster: EmbeddedCluster) -> None:
     [(perms,)] = _query(cluster, "show unix_socket_permissions")
     assert perms == "0700"
     rules = _query(cluster, "select type, database, user_name, auth_method from pg_hba_file_rules")
-    assert rules == [("local", ["all"], ["all"], "trust")]
+    assert rules == [
+        ("local", ["all"], ["all"], "trust"),
+        ("local", ["replication"], ["all"], "trust"),
+    ]
 
 
 def test_no_tcp_listener(cluster: EmbeddedCluster) -> None:
