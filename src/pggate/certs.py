@@ -6,9 +6,10 @@ on request, SHA-256 signatures, subjectAltNames for every host name and address,
 validity, key files that are never readable by anyone else, and CRLs that PostgreSQL can load as
 ``ssl_crl_file`` or, under OpenSSL's hashed names, from ``ssl_crl_dir``.
 
-Names are printed the way PostgreSQL prints them: the RFC 2253 form of
-``X509_NAME_print_ex(..., XN_FLAG_RFC2253)`` (what ``clientname=DN`` matches in pg_ident.conf)
-and the ``/CN=...`` form of ``be-secure-openssl.c:X509_NAME_to_cstring`` (its log lines).
+Names are printed the way PostgreSQL prints them (:mod:`pggate.x509names`, re-exported here):
+the RFC 2253 form of ``X509_NAME_print_ex(..., XN_FLAG_RFC2253)`` (what ``clientname=DN``
+matches in pg_ident.conf) and the ``/CN=...`` form of ``be-secure-openssl.c:X509_NAME_to_cstring``
+(its log lines).
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ import hashlib
 import ipaddress
 import itertools
 import os
-import re
 import secrets
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -34,6 +34,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pggate.errors import PggateError
+from pggate.x509names import name_hash as name_hash
+from pggate.x509names import oneline as oneline
+from pggate.x509names import rfc2253 as rfc2253
 
 KeyType = Literal["ec", "rsa"]
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -51,8 +54,8 @@ CRL_DAYS = 365  # OpenSSL rejects every client once a CRL's nextUpdate has passe
 # Backdate notBefore a little so a client whose clock is slightly behind accepts a fresh cert.
 CLOCK_SKEW = dt.timedelta(minutes=5)
 
-# OpenSSL's short names (obj_dat.h) for the name attributes cryptography knows: one table for
-# printing names as PostgreSQL does and for reading ``dn_extra`` keys.
+# OpenSSL's short names (obj_dat.h) for the name attributes cryptography knows: the ``dn_extra``
+# keys (printing uses x509names.SHORT_NAMES, a superset).
 ATTRIBUTE_NAMES: dict[x509.ObjectIdentifier, str] = {
     NameOID.COMMON_NAME: "CN",
     NameOID.SURNAME: "SN",
@@ -139,149 +142,6 @@ def _attribute(oid: x509.ObjectIdentifier, value: str) -> x509.NameAttribute[str
         return x509.NameAttribute(oid, value)
     except ValueError as exc:
         raise PggateError(f'invalid {ATTRIBUTE_NAMES[oid]} "{value}": {exc}') from exc
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    """One AttributeTypeAndValue as DER pieces: the OID's content, the value's tag and content."""
-
-    oid: bytes
-    tag: int
-    value: bytes
-
-    def text(self) -> str | None:
-        """The value as text, as OpenSSL's ASN1_STRING_to_UTF8 reads it; None if not a string."""
-        codec = _STRING_CODECS.get(self.tag)
-        return None if codec is None else self.value.decode(codec, errors="replace")
-
-
-# ASN1_MASK_CANON's string types. OpenSSL reads Printable/IA5/Visible/T61 one byte per char.
-_STRING_CODECS = {
-    0x0C: "utf-8",  # UTF8String
-    0x13: "latin-1",  # PrintableString
-    0x14: "latin-1",  # T61String
-    0x16: "latin-1",  # IA5String
-    0x1A: "latin-1",  # VisibleString
-    0x1C: "utf-32-be",  # UniversalString
-    0x1E: "utf-16-be",  # BMPString
-}
-
-
-def _der_items(data: bytes) -> Iterator[tuple[int, bytes, bytes]]:
-    """(tag, content, whole element) for each DER element in ``data``."""
-    pos = 0
-    while pos < len(data):
-        tag, length, header = data[pos], data[pos + 1], 2
-        if length & 0x80:
-            count = length & 0x7F
-            length = int.from_bytes(data[pos + 2 : pos + 2 + count], "big")
-            header += count
-        end = pos + header + length
-        yield tag, data[pos + header : end], data[pos:end]
-        pos = end
-
-
-def _der(tag: int, content: bytes) -> bytes:
-    size = len(content)
-    if size < 0x80:
-        return bytes([tag, size]) + content
-    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(length)]) + length + content
-
-
-def _rdns(name: x509.Name) -> list[list[_Entry]]:
-    """The name's RDNs in encoded order, read from its DER so that string types survive."""
-    ((_, sequence, _),) = _der_items(name.public_bytes())
-    rdns = []
-    for _, rdn, _ in _der_items(sequence):
-        entries = []
-        for _, pair, _ in _der_items(rdn):
-            (_, oid, _), (tag, value, _) = _der_items(pair)
-            entries.append(_Entry(oid, tag, value))
-        rdns.append(entries)
-    return rdns
-
-
-def _dotted(oid: bytes) -> str:
-    arcs, value = [], 0
-    for byte in oid:
-        value = (value << 7) | (byte & 0x7F)
-        if not byte & 0x80:
-            arcs.append(value)
-            value = 0
-    first = min(arcs[0] // 40, 2)
-    return ".".join(map(str, [first, arcs[0] - 40 * first, *arcs[1:]]))
-
-
-def _short_name(entry: _Entry) -> str | None:
-    return ATTRIBUTE_NAMES.get(x509.ObjectIdentifier(_dotted(entry.oid)))
-
-
-_BACKSLASH_ESCAPED = frozenset(b',+"\\<>;')
-
-
-def _escape(text: str, *, escape_msb: bool) -> str:
-    """OpenSSL's ASN1_STRFLGS_RFC2253 escaping (a_strex.c:do_esc_char), UTF-8 converted."""
-    data = text.encode()
-    out = bytearray()
-    for index, byte in enumerate(data):
-        edge = (index == 0 and byte in b"# ") or (index == len(data) - 1 and byte == 0x20)
-        if byte in _BACKSLASH_ESCAPED or edge:
-            out += b"\\" + bytes([byte])
-        elif byte < 0x20 or byte == 0x7F or (byte > 0x7F and escape_msb):
-            out += b"\\%02X" % byte
-        else:
-            out.append(byte)
-    return out.decode(errors="replace")
-
-
-def _field(entry: _Entry, *, escape_msb: bool) -> str:
-    """``SN=value``; an attribute OpenSSL cannot name or a non-string value is dumped as DER."""
-    short, text = _short_name(entry), entry.text()
-    if short is not None and text is not None:
-        return f"{short}={_escape(text, escape_msb=escape_msb)}"
-    dumped = _der(entry.tag, entry.value).hex().upper()
-    return f"{short or _dotted(entry.oid)}=#{dumped}"
-
-
-def rfc2253(name: x509.Name) -> str:
-    """The name as PostgreSQL prints a DN (``X509_NAME_print_ex`` with ``XN_FLAG_RFC2253``):
-    last RDN first, non-ASCII bytes as ``\\XX``. This is what ``clientname=DN`` maps."""
-    return ",".join(
-        "+".join(_field(entry, escape_msb=True) for entry in reversed(rdn))
-        for rdn in reversed(_rdns(name))
-    )
-
-
-def oneline(name: x509.Name) -> str:
-    """The ``/CN=...`` form of PostgreSQL's log lines (``X509_NAME_to_cstring``): encoded order,
-    RFC 2253 escaping except that UTF-8 is kept."""
-    return "".join(f"/{_field(e, escape_msb=False)}" for rdn in _rdns(name) for e in rdn)
-
-
-_OPENSSL_SPACE = rb"[ \t\n\v\f\r]"
-
-
-def _canonical_value(entry: _Entry) -> bytes:
-    """x_name.c:asn1_string_canon: strings become lower-cased, space-collapsed UTF8Strings."""
-    text = entry.text()
-    if text is None:
-        return _der(entry.tag, entry.value)
-    data = re.sub(_OPENSSL_SPACE + b"+", b" ", text.encode()).strip(b" ")
-    return _der(0x0C, data.lower())  # bytes.lower() touches ASCII only, as OpenSSL does
-
-
-def name_hash(name: x509.Name) -> str:
-    """OpenSSL's X509_NAME_hash (``openssl x509 -hash``): the first four bytes, little-endian,
-    of the SHA-1 of the name's canonical encoding (each RDN as a DER SET, no outer SEQUENCE)."""
-    encoding = b"".join(
-        _der(
-            0x31, b"".join(sorted(_der(0x30, _der(0x06, e.oid) + _canonical_value(e)) for e in rdn))
-        )
-        for rdn in _rdns(name)
-    )
-    digest = hashlib.sha1(encoding, usedforsecurity=False).digest()
-    return f"{int.from_bytes(digest[:4], 'little'):08x}"
 
 
 # --- certificates ---------------------------------------------------------------------------

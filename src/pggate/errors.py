@@ -18,7 +18,9 @@ class ConfigError(PggateError):
     """A problem in a configuration file or setting.
 
     Rendered like PostgreSQL's own messages: the problem, then
-    ``line N of configuration file "F"`` when the place is known.
+    ``line N of configuration file "F"`` when the place is known. ``detail`` and ``hint`` are
+    PostgreSQL's DETAIL and HINT lines: the message alone is its errmsg, they say why and what
+    would do.
     """
 
     def __init__(
@@ -28,11 +30,15 @@ class ConfigError(PggateError):
         file: str | None = None,
         line: int | None = None,
         parameter: str | None = None,
+        detail: str | None = None,
+        hint: str | None = None,
     ) -> None:
         self.message = message
         self.file = file
         self.line = line
         self.parameter = parameter
+        self.detail = detail
+        self.hint = hint
         super().__init__(str(self))
 
     def __str__(self) -> str:

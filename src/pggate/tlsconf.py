@@ -104,19 +104,7 @@ class TlsSettings:
 
 
 class TlsConfigError(ConfigError):
-    """A TLS setting that cannot be applied; ``detail``/``hint`` are PostgreSQL's DETAIL/HINT."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        parameter: str | None = None,
-        detail: str | None = None,
-        hint: str | None = None,
-    ) -> None:
-        self.detail = detail
-        self.hint = hint
-        super().__init__(message, parameter=parameter)
+    """A TLS setting that cannot be applied (DETAIL/HINT as in any ConfigError)."""
 
 
 @dataclass(frozen=True, slots=True)

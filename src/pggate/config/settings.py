@@ -35,22 +35,7 @@ GROUPS = (CONNECTIONS, AUTHENTICATION, SSL, GSSAPI, LOGGING, GATEWAY)
 
 
 class SettingError(ConfigError):
-    """A bad parameter name or value. ``detail`` and ``hint`` are PostgreSQL's DETAIL and HINT
-    lines: the message alone is PostgreSQL's errmsg, they say why and what would do."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        file: str | None = None,
-        line: int | None = None,
-        parameter: str | None = None,
-        detail: str | None = None,
-        hint: str | None = None,
-    ) -> None:
-        self.detail = detail
-        self.hint = hint
-        super().__init__(message, file=file, line=line, parameter=parameter)
+    """A bad parameter name or value, with PostgreSQL's DETAIL and HINT (see ConfigError)."""
 
     def at(self, file: str | None, line: int | None, *, suffix: str = "") -> SettingError:
         """The same error placed where the value came from."""

@@ -206,15 +206,7 @@ class ClientSession(InboxProtocol):
         """
         channel = TlsChannel(context, initial + self.take())
         try:
-            while True:
-                out, done = channel.handshake()
-                if out:
-                    self.write(out)
-                if done:
-                    break
-                if not await self.wait_for_data():
-                    raise SilentClose("could not accept SSL connection: EOF detected")
-                channel.feed(self.take())
+            await self._handshake(channel, "could not accept SSL connection: EOF detected")
         except TlsHandshakeError as err:
             self.write(err.output)
             self._log_handshake_failure(err)
@@ -228,6 +220,18 @@ class ClientSession(InboxProtocol):
             )
         self.channel = channel
         return channel.feed(b"")
+
+    async def _handshake(self, channel: TlsChannel | GssChannel, eof_log: str) -> None:
+        """Drive a channel's handshake: write what it says, feed it what arrives."""
+        while True:
+            out, done = channel.handshake()
+            if out:
+                self.write(out)
+            if done:
+                return
+            if not await self.wait_for_data():
+                raise SilentClose(eof_log)
+            channel.feed(self.take())
 
     async def _start_gss(self, pending: bytes) -> bytes:
         """Run the GSSAPI encryption handshake; returns plaintext that arrived with it.
@@ -243,15 +247,7 @@ class ClientSession(InboxProtocol):
             None, accept_delegation=self.gateway.policy.config.gss_accept_delegation
         )
         try:
-            while True:
-                out, done = channel.handshake()
-                if out:
-                    self.write(out)
-                if done:
-                    break
-                if not await self.wait_for_data():
-                    raise SilentClose()
-                channel.feed(self.take())
+            await self._handshake(channel, "")
         except GssError as err:
             # PostgreSQL never answers a failed GSS handshake with a protocol message.
             logs.report(log, logging.INFO, err)

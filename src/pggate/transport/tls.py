@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ssl
 
+from pggate import x509names
 from pggate.errors import PggateError
 
 # One SSL_read returns at most one record (<= 16 KiB of plaintext); a larger buffer only costs
@@ -175,12 +176,12 @@ class TlsChannel:
         if der is None:
             return
         try:
-            subject = _subject_entries(der)
+            subject = x509names.certificate_subject(der)
         except (IndexError, ValueError) as exc:
             raise TlsHandshakeError(
                 "could not parse the client certificate subject", output=self.close()
             ) from exc
-        cn = next((raw for _rdn, oid, _tag, raw, _whole in subject if oid == _OID_CN), None)
+        cn = x509names.common_name(subject)
         if cn is not None:
             # CVE-2009-4034: PostgreSQL compares strlen with the ASN.1 length.
             if b"\0" in cn:
@@ -190,7 +191,7 @@ class TlsChannel:
                     log_message="SSL certificate's common name contains embedded null",
                 )
             self._cn = cn.decode("utf-8", "surrogateescape")
-        self._dn = _rfc2253(subject)
+        self._dn = x509names.rfc2253(subject)
         if "\0" in self._dn:
             raise TlsHandshakeError(
                 "SSL certificate's distinguished name contains embedded null",
@@ -289,163 +290,6 @@ class TlsChannel:
     @property
     def peer_dn_rfc2253(self) -> str | None:
         return self._dn
-
-
-# ---------------------------------------------------------------------------------------------
-# Subject name, read straight from the DER the way OpenSSL prints it
-# ---------------------------------------------------------------------------------------------
-
-_OID_CN = "2.5.4.3"
-
-# OpenSSL short names (objects.txt) for the attribute types seen in subject names.
-_SHORT_NAMES = {
-    "2.5.4.3": "CN",
-    "2.5.4.4": "SN",
-    "2.5.4.5": "serialNumber",
-    "2.5.4.6": "C",
-    "2.5.4.7": "L",
-    "2.5.4.8": "ST",
-    "2.5.4.9": "street",
-    "2.5.4.10": "O",
-    "2.5.4.11": "OU",
-    "2.5.4.12": "title",
-    "2.5.4.13": "description",
-    "2.5.4.15": "businessCategory",
-    "2.5.4.16": "postalAddress",
-    "2.5.4.17": "postalCode",
-    "2.5.4.18": "postOfficeBox",
-    "2.5.4.41": "name",
-    "2.5.4.42": "GN",
-    "2.5.4.43": "initials",
-    "2.5.4.44": "generationQualifier",
-    "2.5.4.45": "x500UniqueIdentifier",
-    "2.5.4.46": "dnQualifier",
-    "2.5.4.65": "pseudonym",
-    "2.5.4.72": "role",
-    "2.5.4.97": "organizationIdentifier",
-    "1.2.840.113549.1.9.1": "emailAddress",
-    "1.2.840.113549.1.9.2": "unstructuredName",
-    "0.9.2342.19200300.100.1.1": "UID",
-    "0.9.2342.19200300.100.1.25": "DC",
-    "1.3.6.1.4.1.311.60.2.1.1": "jurisdictionL",
-    "1.3.6.1.4.1.311.60.2.1.2": "jurisdictionST",
-    "1.3.6.1.4.1.311.60.2.1.3": "jurisdictionC",
-}
-
-# ASN.1 string tags and how their contents become characters (crypto/asn1/a_strex.c tag2nbyte):
-# UTF8String is taken byte by byte; one-byte types are Latin-1; BMP is UCS-2, Universal UCS-4.
-_STRING_CODECS = {
-    0x0C: None,  # UTF8String: raw bytes
-    0x12: "latin-1",  # NumericString
-    0x13: "latin-1",  # PrintableString
-    0x14: "latin-1",  # T61String
-    0x16: "latin-1",  # IA5String
-    0x17: "latin-1",  # UTCTime
-    0x18: "latin-1",  # GeneralizedTime
-    0x1A: "latin-1",  # VisibleString
-    0x1C: "utf-32-be",  # UniversalString
-    0x1E: "utf-16-be",  # BMPString
-}
-
-_ESC_2253 = frozenset(b',+"\\<>;')
-
-
-def _tlv(buf: bytes, pos: int) -> tuple[int, int, int]:
-    """(tag, contents start, contents end) of the DER element at ``pos``."""
-    tag = buf[pos]
-    length = buf[pos + 1]
-    pos += 2
-    if length & 0x80:
-        n = length & 0x7F
-        length = int.from_bytes(buf[pos : pos + n], "big")
-        pos += n
-    end = pos + length
-    if end > len(buf):
-        raise ValueError("truncated DER")
-    return tag, pos, end
-
-
-def _oid(body: bytes) -> str:
-    arcs: list[int] = []
-    value = 0
-    for byte in body:
-        value = (value << 7) | (byte & 0x7F)
-        if not byte & 0x80:
-            arcs.append(value)
-            value = 0
-    first = min(arcs[0] // 40, 2)
-    return ".".join(map(str, [first, arcs[0] - 40 * first, *arcs[1:]]))
-
-
-# (RDN index, attribute OID, value tag, value contents, whole value DER), in DER order.
-_Entry = tuple[int, str, int, bytes, bytes]
-
-
-def _subject_entries(cert_der: bytes) -> list[_Entry]:
-    """The subject's attributes, read from the certificate DER (already parsed and verified
-    by OpenSSL, so well-formed; malformed input raises IndexError/ValueError)."""
-    _, pos, _ = _tlv(cert_der, 0)  # Certificate
-    _, pos, tbs_end = _tlv(cert_der, pos)  # TBSCertificate
-    tag, _, end = _tlv(cert_der, pos)
-    if tag == 0xA0:  # [0] version
-        pos = end
-    for _skip in range(4):  # serialNumber, signature, issuer, validity
-        pos = _tlv(cert_der, pos)[2]
-    tag, pos, name_end = _tlv(cert_der, pos)  # subject Name
-    if tag != 0x30 or name_end > tbs_end:
-        raise ValueError("no subject")
-    entries: list[_Entry] = []
-    rdn = 0
-    while pos < name_end:
-        _, set_pos, set_end = _tlv(cert_der, pos)  # RelativeDistinguishedName (SET)
-        while set_pos < set_end:
-            _, atv_pos, atv_end = _tlv(cert_der, set_pos)  # AttributeTypeAndValue
-            _, oid_pos, oid_end = _tlv(cert_der, atv_pos)
-            vtag, vpos, vend = _tlv(cert_der, oid_end)
-            oid = _oid(cert_der[oid_pos:oid_end])
-            entries.append((rdn, oid, vtag, cert_der[vpos:vend], cert_der[oid_end:vend]))
-            set_pos = atv_end
-        rdn += 1
-        pos = set_end
-    return entries
-
-
-def _escape_value(raw: bytes) -> str:
-    # a_strex.c do_buf/do_esc_char with ASN1_STRFLGS_RFC2253 (ESC_2253 | ESC_CTRL | ESC_MSB |
-    # UTF8_CONVERT): every byte of the UTF-8 form >= 0x80 or a control byte becomes \XX;
-    # ,+"\<>; get a backslash; '#' or ' ' first and ' ' last get a backslash.
-    out: list[str] = []
-    last = len(raw) - 1
-    for i, b in enumerate(raw):
-        if b in _ESC_2253 or (i == 0 and b in b"# ") or (i == last and b == 0x20):
-            out.append("\\" + chr(b))
-        elif b < 0x20 or b >= 0x7F:
-            out.append(f"\\{b:02X}")
-        else:
-            out.append(chr(b))
-    return "".join(out)
-
-
-def _rfc2253(entries: list[_Entry]) -> str:
-    """X509_NAME_print_ex(..., XN_FLAG_RFC2253): entries last to first, ',' between RDNs and
-    '+' inside one, short names, unknown types and unknown attributes dumped as #hex DER."""
-    parts: list[str] = []
-    prev_rdn: int | None = None
-    for rdn, oid, tag, raw, whole in reversed(entries):
-        if prev_rdn is not None:
-            parts.append("+" if rdn == prev_rdn else ",")
-        prev_rdn = rdn
-        short = _SHORT_NAMES.get(oid)
-        codec = _STRING_CODECS.get(tag, "dump")
-        if short is None or codec == "dump":
-            value = "#" + whole.hex().upper()
-        elif codec is None:
-            value = _escape_value(raw)
-        else:
-            text = raw.decode(codec, "surrogatepass")
-            value = _escape_value(text.encode("utf-8", "surrogatepass"))
-        parts.append(f"{short or oid}={value}")
-    return "".join(parts)
 
 
 __all__ = ["TlsChannel", "TlsError", "TlsHandshakeError"]
