@@ -19,6 +19,14 @@ Then each workload runs on each target, interleaved (A B C A B C ...), ``--round
   asyncio client; the proxy's PSS (its process tree, not PostgreSQL's backends) minus its
   baseline, per connection. For PostgreSQL direct the new backends' PSS is shown instead.
 
+With ``--gss`` (part of ``--full``) a throwaway MIT Kerberos realm (tests/integration/kdc.py) is
+set up too, PostgreSQL and pggate get its ``postgres/localhost`` key (``krb_server_keyfile``,
+``hostgssenc all all 127.0.0.1/32 trust``), and W1 and W3 run once more over GSSAPI encryption
+(W1-GSS, W3-GSS; libpq with ``gssencmode=require``, ``sslmode=disable``) on PostgreSQL direct and
+pggate (PgBouncer has no GSSAPI: "n/a"). Before measuring, each GSS target is probed and the run
+stops if the connection is not GSS-encrypted (psql ``\\conninfo``; for PostgreSQL direct also
+``pg_stat_gssapi``).
+
 Prints the machine and a markdown table of medians, min-max spread and ratios to PgBouncer and to
 PostgreSQL direct. No assertions: this measures, it does not judge.
 
@@ -26,6 +34,7 @@ PostgreSQL direct. No assertions: this measures, it does not judge.
     .venv/bin/python bench/run.py --full           # longer runs, 500 MB COPY, W4 also at 10,000
     .venv/bin/python bench/run.py --quick --rsa --rounds 5 --json out.json
     .venv/bin/python bench/run.py --quick --py-spy /tmp/pggate-w1   # + a profile of pggate in W1
+    .venv/bin/python bench/run.py --quick --gss --workloads W1,W3   # + W1-GSS and W3-GSS
 
 Must run as root (PostgreSQL and PgBouncer are run as the ``postgres`` user) or as a user that
 can run them itself.
@@ -191,6 +200,8 @@ class Setup:
     procs: dict[str, subprocess.Popen[bytes]]
     logs: dict[str, Path]
     restart: dict[str, Callable[[], None]] = field(default_factory=dict)
+    krb5_conf: Path | None = None    # --gss: the realm's krb5.conf
+    gss_ccache: Path | None = None   # --gss: the client's ticket cache (kinit)
 
     def postmaster_pid(self) -> int | None:
         try:
@@ -202,10 +213,12 @@ class Setup:
         pid = self.postmaster_pid()
         return [p.pid for p in process_tree(pid)[1:]] if pid else []
 
-    def client_env(self, target: str) -> dict[str, str]:
+    def client_env(self, target: str, gss: bool = False) -> dict[str, str]:
+        """libpq's environment: TLS only (GSS encryption off), or with ``gss`` GSS encryption
+        only (``gssencmode=require``, ``sslmode=disable``: no fallback to TLS or plaintext)."""
         env = dict(os.environ)
         for key in list(env):
-            if key.startswith("PG"):
+            if key.startswith(("PG", "KRB5")):
                 del env[key]
         env.update(
             PGHOST="127.0.0.1",
@@ -214,9 +227,21 @@ class Setup:
             PGDATABASE="postgres",
             PGSSLMODE="require",
             PGSSLROOTCERT=str(self.ca_file),
+            PGGSSENCMODE="disable",  # libpq's default "prefer" would try GSS first
             PGCONNECT_TIMEOUT="20",
             HOME=str(self.base / "home"),  # no ~/.postgresql client certificate or root.crt
         )
+        if gss:
+            if self.krb5_conf is None or self.gss_ccache is None:
+                raise RuntimeError("GSS workload without the Kerberos realm (--gss)")
+            env.update(
+                PGHOST="localhost",       # the service principal is postgres/localhost
+                PGHOSTADDR="127.0.0.1",
+                PGSSLMODE="disable",
+                PGGSSENCMODE="require",
+                KRB5_CONFIG=str(self.krb5_conf),
+                KRB5CCNAME=f"FILE:{self.gss_ccache}",
+            )
         return env
 
 
@@ -245,7 +270,7 @@ def make_certs(directory: Path, key_type: certs.KeyType) -> tuple[Path, Path, Pa
 
 
 def start_postgres(base: Path, tls: tuple[Path, Path, Path], max_conn: int,
-                   run_as: str | None) -> BenchCluster:
+                   run_as: str | None, keytab: Path | None = None) -> BenchCluster:
     cluster = BenchCluster(
         data_dir=base / "pg" / "data",
         socket_dir=base / "pg" / "run",
@@ -273,9 +298,17 @@ def start_postgres(base: Path, tls: tuple[Path, Path, Path], max_conn: int,
             "logging_collector = off\n"
             "shared_buffers = 256MB\n"
         )
-    (data / "pg_hba.conf").write_text(
-        "local all all trust\nhostssl all all 127.0.0.1/32 trust\n"
-    )
+    hba = "local all all trust\nhostssl all all 127.0.0.1/32 trust\n"
+    if keytab is not None:
+        # --gss: a copy of the realm's keytab the postgres user can read
+        dst = data / "krb5.keytab"
+        shutil.copy(keytab, dst)
+        os.chmod(dst, 0o600)
+        _chown(dst, run_as)
+        with (data / "postgresql.conf").open("a") as conf:
+            conf.write(f"krb_server_keyfile = 'FILE:{dst}'\n")
+        hba += "hostgssenc all all 127.0.0.1/32 trust\n"
+    (data / "pg_hba.conf").write_text(hba)
     _chown(data / "pg_hba.conf", run_as)
     cluster.start()
     return cluster
@@ -334,8 +367,8 @@ def start_pgbouncer(base: Path, tls: tuple[Path, Path, Path], cluster: BenchClus
 
 
 def start_pggate(base: Path, tls: tuple[Path, Path, Path], cluster: BenchCluster,
-                 max_clients: int, extra: list[str], port: int | None = None
-                 ) -> tuple[subprocess.Popen[bytes], int, Path]:
+                 max_clients: int, extra: list[str], port: int | None = None,
+                 keytab: Path | None = None) -> tuple[subprocess.Popen[bytes], int, Path]:
     """Start pggate (again, on the same port, when ``port`` is given)."""
     directory = base / "pggate"
     directory.mkdir(mode=0o755, exist_ok=True)
@@ -352,9 +385,14 @@ def start_pggate(base: Path, tls: tuple[Path, Path, Path], cluster: BenchCluster
         f"ssl_cert_file = '{directory / 'server.crt'}'\n"
         f"ssl_key_file = '{directory / 'server.key'}'\n"
         f"max_connections = {max_clients}\n"
-        "log_connections = off\n" + "".join(f"{line}\n" for line in extra)
+        "log_connections = off\n"
+        + (f"krb_server_keyfile = '{keytab}'\n" if keytab is not None else "")
+        + "".join(f"{line}\n" for line in extra)
     )
-    (directory / "pg_hba.conf").write_text("hostssl all all 127.0.0.1/32 trust\n")
+    (directory / "pg_hba.conf").write_text(
+        "hostssl all all 127.0.0.1/32 trust\n"
+        + ("hostgssenc all all 127.0.0.1/32 trust\n" if keytab is not None else "")
+    )
     (directory / "pg_ident.conf").write_text("")
     log_path = directory / "pggate.log"
     with log_path.open("ab") as out:
@@ -384,6 +422,50 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT,
         proc.wait()
 
 
+GSS_USER = "bench"  # the client principal (the hba lines trust it; PGUSER stays postgres)
+
+
+@contextlib.contextmanager
+def kerberos_realm() -> Iterator[tuple[Path, Path, Path]]:
+    """--gss: the throwaway MIT realm of tests/integration/kdc.py, up for the whole run.
+
+    Yields (krb5.conf, keytab with postgres/localhost, a client ccache). KRB5_CONFIG is exported
+    while it runs, so the servers started meanwhile (PostgreSQL, pggate) find the realm; clients
+    get it through ``Setup.client_env(..., gss=True)``.
+    """
+    sys.path.insert(0, str(REPO / "tests" / "integration"))
+    try:
+        import kdc  # the same realm set-up the GSS tests use
+    finally:
+        sys.path.pop(0)
+    missing = [p for p in ("krb5kdc", "kdb5_util", "kadmin.local", "kinit")
+               if kdc.find_program(p) is None]
+    if missing:
+        raise RuntimeError(f"--gss needs the MIT Kerberos KDC programs ({', '.join(missing)} "
+                           "missing; Debian: apt-get install krb5-kdc krb5-admin-server "
+                           "krb5-user), or run without --gss / with --no-gss")
+    log("Kerberos: realm EXAMPLE.COM (tests/integration/kdc.py)")
+    with kdc.running_realm() as realm:
+        # PostgreSQL runs as the postgres user: it must reach krb5.conf in the realm's directory
+        os.chmod(realm.base, 0o755)
+        os.chmod(realm.krb5_conf, 0o644)
+        realm.create_principal(GSS_USER, "bench-secret")
+        ccache = realm.kinit(GSS_USER)
+        saved = {k: os.environ.get(k) for k in ("KRB5_CONFIG", "KRB5CCNAME", "KRB5_KTNAME")}
+        os.environ["KRB5_CONFIG"] = str(realm.krb5_conf)
+        # no one's default tickets or keytab: servers get theirs from krb_server_keyfile
+        os.environ["KRB5CCNAME"] = f"FILE:{realm.base / 'ccaches' / 'none'}"
+        os.environ.pop("KRB5_KTNAME", None)
+        try:
+            yield realm.krb5_conf, realm.keytab, ccache
+        finally:
+            for key, old in saved.items():
+                if old is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = old
+
+
 @contextlib.contextmanager
 def environment(args: argparse.Namespace) -> Iterator[Setup]:
     """Everything up, then everything down (in reverse) whatever happens."""
@@ -399,11 +481,16 @@ def environment(args: argparse.Namespace) -> Iterator[Setup]:
         (base / "home").mkdir()
         tls = make_certs(base, key_type)
         run_as = embedded.run_as_user()
+        keytab: Path | None = None
+        krb5_conf = ccache = None
+        if args.gss:
+            krb5_conf, keytab, ccache = stack.enter_context(kerberos_realm())
 
         log(f"PostgreSQL: initdb + start in {base / 'pg'}")
-        cluster = start_postgres(base, tls, max_w4 + 200, run_as)
+        cluster = start_postgres(base, tls, max_w4 + 200, run_as, keytab)
         stack.callback(cluster.stop, "fast", 120)
-        setup = Setup(base, cluster, tls[0], run_as, {}, {}, {"postgres": cluster.log_path})
+        setup = Setup(base, cluster, tls[0], run_as, {}, {}, {"postgres": cluster.log_path},
+                      krb5_conf=krb5_conf, gss_ccache=ccache)
 
         log("PgBouncer: start")
         bouncer, bport, blog = start_pgbouncer(base, tls, cluster, max_w4 + 200, run_as)
@@ -411,7 +498,8 @@ def environment(args: argparse.Namespace) -> Iterator[Setup]:
         stack.callback(lambda: stop_process(setup.procs["pgbouncer"], signal.SIGTERM))
 
         log("pggate: start")
-        gate, gport, glog = start_pggate(base, tls, cluster, max_w4 + 200, args.pggate_setting)
+        gate, gport, glog = start_pggate(base, tls, cluster, max_w4 + 200, args.pggate_setting,
+                                         keytab=keytab)
         setup.procs["pggate"], setup.logs["pggate"] = gate, glog
         stack.callback(lambda: stop_process(setup.procs["pggate"], signal.SIGINT, 60))
 
@@ -423,7 +511,7 @@ def environment(args: argparse.Namespace) -> Iterator[Setup]:
         def restart_pggate() -> None:
             stop_process(setup.procs["pggate"], signal.SIGINT, 60)
             setup.procs["pggate"] = start_pggate(base, tls, cluster, max_w4 + 200,
-                                                 args.pggate_setting, gport)[0]
+                                                 args.pggate_setting, gport, keytab)[0]
 
         setup.restart = {"pgbouncer": restart_pgbouncer, "pggate": restart_pggate}
         setup.targets = {
@@ -473,14 +561,15 @@ class Sample:
     error: str | None = None
 
 
-def w_pgbench(setup: Setup, target: str, secs: int, connect: bool) -> Sample:
+def w_pgbench(setup: Setup, target: str, secs: int, connect: bool, gss: bool = False
+              ) -> Sample:
     t = setup.targets[target]
     cmd = [str(PGBENCH), "-n", "-S", "-c", "8" if not connect else "4", "-j", "2", "-T", str(secs)]
     if connect:
         cmd.insert(3, "-C")
     pids = t.proxy_pids()
     cpu0 = cpu_seconds(pids)
-    rc, out, _ = run_client(cmd, setup.client_env(target), secs + 120)
+    rc, out, _ = run_client(cmd, setup.client_env(target, gss), secs + 120)
     cpu1 = cpu_seconds(t.proxy_pids() or pids)
     nums = _pgbench_numbers(out)
     sample = Sample(nums)
@@ -492,21 +581,22 @@ def w_pgbench(setup: Setup, target: str, secs: int, connect: bool) -> Sample:
     return sample
 
 
-def w1(setup: Setup, target: str, args: argparse.Namespace) -> Sample:
-    return w_pgbench(setup, target, args.seconds, connect=False)
+def w1(setup: Setup, target: str, args: argparse.Namespace, gss: bool = False) -> Sample:
+    return w_pgbench(setup, target, args.seconds, connect=False, gss=gss)
 
 
 def w2(setup: Setup, target: str, args: argparse.Namespace) -> Sample:
     return w_pgbench(setup, target, args.conn_seconds, connect=True)
 
 
-def w3(setup: Setup, target: str, args: argparse.Namespace) -> Sample:
+def w3(setup: Setup, target: str, args: argparse.Namespace, gss: bool = False) -> Sample:
     rows = int(args.copy_mb * 1e6 / (W3_ROW + 1))
     sql = f"\\copy (select repeat('x',{W3_ROW}) from generate_series(1,{rows})) to /dev/null"
     t = setup.targets[target]
     pids = t.proxy_pids()
     cpu0 = cpu_seconds(pids)
-    rc, out, secs = run_client([str(PSQL), "-X", "-q", "-c", sql], setup.client_env(target), 900)
+    rc, out, secs = run_client([str(PSQL), "-X", "-q", "-c", sql],
+                               setup.client_env(target, gss), 900)
     cpu1 = cpu_seconds(t.proxy_pids() or pids)
     mb = rows * (W3_ROW + 1) / 1e6
     sample = Sample({"mb_s": mb / secs, "seconds": secs})
@@ -649,6 +739,14 @@ METRICS = {
 }
 
 
+GSS_TARGETS = ("postgres", "pggate")  # PgBouncer has no GSSAPI encryption
+for _w in ("W1", "W3"):
+    METRICS[f"{_w}-GSS"] = [
+        Metric(m.key, f"{_w}-GSS", m.title + (" over GSS encryption" if i == 0 else ""), m.unit,
+               m.higher_is_better, m.fmt)
+        for i, m in enumerate(METRICS[_w])]
+
+
 def w4_metrics(count: int) -> list[Metric]:
     return [Metric("kib_per_conn", f"W4@{count}", f"memory per idle TLS connection ({count:,})",
                    "KiB", False, "{:.1f}"),
@@ -702,6 +800,11 @@ def table_rows(results: dict[str, dict[str, list[Sample]]], metrics: list[Metric
             med[target] = s[0] if s else None
         for target in TARGETS:
             samples = results.get(m.workload, {}).get(target, [])
+            if not samples and m.workload.endswith("-GSS") and target not in GSS_TARGETS \
+                    and m.workload in results:
+                rows.append(f"| {m.workload} {m.title} | {m.unit} | {LABELS[target]} | n/a "
+                            "(no GSSAPI) | — | — | — | — |")
+                continue
             if not samples:
                 continue
             s = summary(samples, m.key)
@@ -752,30 +855,64 @@ def tls_cipher(setup: Setup, target: str) -> str:
         return f"error: {exc}"
 
 
+def verify_gss(setup: Setup, target: str) -> str:
+    """Fail loudly unless a GSS client of ``target`` really gets GSS encryption.
+
+    The client environment already leaves no other way (gssencmode=require, sslmode=disable;
+    the hba files have only hostssl and hostgssenc lines); psql's ``\\conninfo`` must also say
+    "GSSAPI-encrypted connection" (libpq's PQgssEncInUse), and PostgreSQL direct must show the
+    session in pg_stat_gssapi with encrypted = t.
+    """
+    cmd = [str(PSQL), "-X", "-A", "-t", "-c", "\\conninfo"]
+    query = "select gss_authenticated, encrypted from pg_stat_gssapi where pid = pg_backend_pid()"
+    if target == "postgres":
+        cmd += ["-c", query]
+    rc, out, _ = run_client(cmd, setup.client_env(target, gss=True), 60)
+    if rc != 0 or "GSSAPI-encrypted connection" not in out or "SSL connection" in out:
+        raise RuntimeError(f"{LABELS[target]}: no GSS-encrypted connection (psql exit {rc}):\n"
+                           f"{out}\n{tail(setup.logs[target])}")
+    found = "libpq: GSSAPI-encrypted"
+    if target == "postgres":
+        m = re.search(r"^([tf])\|([tf])$", out, re.M)
+        if not m or m.group(2) != "t":
+            raise RuntimeError(f"{LABELS[target]}: pg_stat_gssapi does not show an encrypted "
+                               f"GSS session:\n{out}")
+        found += f", pg_stat_gssapi gss_authenticated={m.group(1)} encrypted={m.group(2)}"
+    return f"{LABELS[target]}: {found}"
+
+
 # ---- py-spy
 
 
-def profile_pggate(setup: Setup, args: argparse.Namespace) -> None:
+def profile_pggate(setup: Setup, args: argparse.Namespace, gss: bool = False) -> None:
+    """py-spy on pggate under W1 (``gss``: W1-GSS, written to PREFIX-gss.*): ~10 s of collapsed
+    stacks, then ~10 s for speedscope, while one pgbench runs throughout."""
     spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     if spy is None:
         log("py-spy not found; skipping the profile")
         return
     pid = setup.procs["pggate"].pid
-    secs = max(args.seconds, 12)
-    out = Path(args.py_spy)
+    dur = max(args.seconds, 10)
+    secs = 2 * dur + 6
+    out = Path(args.py_spy + ("-gss" if gss else ""))
+    workload = "W1-GSS" if gss else "W1"
+    log(f"py-spy: pggate under {workload}, 2 x {dur}s")
     cmd_bench = [str(PGBENCH), "-n", "-S", "-c", "8", "-j", "2", "-T", str(secs)]
-    bench = subprocess.Popen(cmd_bench, env=setup.client_env("pggate"),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bench = subprocess.Popen(cmd_bench, env=setup.client_env("pggate", gss),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(1)
         for fmt, suffix in (("raw", ".txt"), ("speedscope", ".speedscope.json")):
-            dur = (secs - 2) // 2
-            subprocess.run([spy, "record", "--pid", str(pid), "--duration", str(dur), "--native",
-                            "--rate", "250", "--format", fmt,
-                            "-o", f"{out}{suffix}"], capture_output=True, text=True)
+            rec = subprocess.run([spy, "record", "--pid", str(pid), "--duration", str(dur),
+                                  "--native", "--rate", "250", "--format", fmt,
+                                  "-o", f"{out}{suffix}"], capture_output=True, text=True)
+            if rec.returncode != 0:
+                log(f"py-spy exit {rec.returncode}: {rec.stderr.strip()[-500:]}")
     finally:
-        bench.wait()
-    print_profile(Path(f"{out}.txt"))
+        _, err = bench.communicate()
+    if bench.returncode != 0:
+        log(f"pgbench during the profile: exit {bench.returncode}: {err.strip()[-500:]}")
+    print_profile(Path(f"{out}.txt"), workload)
 
 
 def _frame_name(frame: str) -> str:
@@ -786,7 +923,7 @@ def _frame_name(frame: str) -> str:
     return re.sub(r":\d+\)$", ")", frame)
 
 
-def print_profile(collapsed: Path, top: int = 20) -> None:
+def print_profile(collapsed: Path, workload: str = "W1", top: int = 20) -> None:
     if not collapsed.exists():
         log(f"no profile written to {collapsed}")
         return
@@ -804,7 +941,7 @@ def print_profile(collapsed: Path, top: int = 20) -> None:
         for f in set(frames):
             inclusive[f] += count
     idle = sum(n for f, n in own.items() if f.startswith(("epoll_wait", "epoll_pwait")))
-    print(f"py-spy profile of pggate under W1 ({total} samples at 250 Hz, --native, "
+    print(f"py-spy profile of pggate under {workload} ({total} samples at 250 Hz, --native, "
           f"{collapsed}; {100 * idle / max(total, 1):.0f}% of them idle in epoll; "
           "percentages below are of all samples):\n")
     print("| self % | function |\n|---:|---|")
@@ -834,10 +971,17 @@ def run(args: argparse.Namespace) -> int:
             f"W2 `pgbench -n -S -C -c 4 -j 2 -T {args.conn_seconds}`; "
             f"W3 {args.copy_mb:g} MB `\\copy ... to /dev/null` with psql; "
             f"W4 {', '.join(f'{n:,}' for n in args.w4)} idle TLS sessions (asyncio+uvloop client)"
-            f"; all over TLS on 127.0.0.1 (clients: libpq 15, PGSSLMODE=require); "
+            f"; W1–W4 over TLS on 127.0.0.1 (clients: libpq 15, PGSSLMODE=require); "
             f"RLIMIT_NOFILE {nofile}",
             "- TLS negotiated: " + "; ".join(
                 f"{LABELS[t]}: {tls_cipher(setup, t)}" for t in TARGETS),
+            *(["- W1-GSS, W3-GSS: W1 and W3 over GSSAPI encryption (MIT Kerberos realm of "
+               "tests/integration/kdc.py on 127.0.0.1, service principal postgres/localhost, "
+               "`hostgssenc ... trust`; libpq host=localhost hostaddr=127.0.0.1 "
+               "gssencmode=require sslmode=disable); PgBouncer has no GSSAPI",
+               "- GSS encryption verified: " + "; ".join(
+                   verify_gss(setup, t) for t in GSS_TARGETS if t in args.targets)]
+              if args.gss else []),
             "- proxy CPU = utime+stime of the proxy's process tree; W4 memory = PSS of the proxy's"
             " process tree minus its idle baseline, per connection (PostgreSQL direct: PSS of the"
             " new backends); pggate opens one backend connection per client, PgBouncer"
@@ -852,6 +996,11 @@ def run(args: argparse.Namespace) -> int:
             plan.append(("W2", lambda s, t: w2(s, t, args)))
         if "W3" in args.workloads:
             plan.append(("W3", lambda s, t: w3(s, t, args)))
+        if args.gss:
+            if {"W1", "W1-GSS"} & set(args.workloads):
+                plan.append(("W1-GSS", lambda s, t: w1(s, t, args, gss=True)))
+            if {"W3", "W3-GSS"} & set(args.workloads):
+                plan.append(("W3-GSS", lambda s, t: w3(s, t, args, gss=True)))
         metrics = [m for w, _ in plan for m in METRICS[w]]
         if "W4" in args.workloads:
             for count in args.w4:
@@ -863,6 +1012,9 @@ def run(args: argparse.Namespace) -> int:
             for rnd in range(args.rounds):
                 for target in TARGETS:
                     if target not in args.targets:
+                        continue
+                    if workload.endswith("-GSS") and target not in GSS_TARGETS:
+                        results.setdefault(workload, {})  # shown as n/a
                         continue
                     if workload.startswith("W4") and not w4_affordable(setup, target, workload,
                                                                       results, skipped):
@@ -889,8 +1041,11 @@ def run(args: argparse.Namespace) -> int:
             if bad:
                 print(f"{name} log: {len(bad)} error/warning lines, last ones:")
                 print("\n".join(f"    {ln}" for ln in bad[-8:]) + "\n")
-        if args.py_spy:
-            profile_pggate(setup, args)
+        if args.py_spy and "pggate" in args.targets:
+            if "W1" in args.workloads:
+                profile_pggate(setup, args)
+            if any(w == "W1-GSS" for w, _ in plan):
+                profile_pggate(setup, args, gss=True)
         if args.json:
             Path(args.json).write_text(json.dumps(
                 {w: {t: [{"values": s.values, "error": s.error} for s in ss]
@@ -952,6 +1107,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--py-spy", metavar="PREFIX",
                    help="after the rounds, profile pggate under W1 with py-spy "
                         "(PREFIX.txt collapsed stacks, PREFIX.speedscope.json)")
+    gss = p.add_mutually_exclusive_group()
+    gss.add_argument("--gss", action="store_true", default=None,
+                     help="also W1-GSS and W3-GSS: W1/W3 over GSSAPI encryption against a "
+                          "throwaway Kerberos realm (PostgreSQL direct and pggate; part of "
+                          "--full)")
+    gss.add_argument("--no-gss", dest="gss", action="store_false",
+                     help="no GSS workloads, not even with --full")
     p.add_argument("--json", metavar="FILE", help="also write all samples as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = p.parse_args(argv)
@@ -960,6 +1122,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.conn_seconds = args.conn_seconds or (5 if quick else 15)
     args.copy_mb = args.copy_mb or (100 if quick else 500)
     args.w4 = args.w4 or ([2000] if quick else [2000, 10000])
+    if args.gss is None:
+        args.gss = not quick  # full mode (the default) includes the GSS workloads
+    if any(w.endswith("-GSS") for w in args.workloads):  # --workloads W1-GSS: W1 over GSS only
+        args.gss = True
     return args
 
 
