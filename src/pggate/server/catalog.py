@@ -40,5 +40,10 @@ async def run_query(address: BackendAddress, sql: str) -> list[list[str | None]]
 
 async def role_memberships(address: BackendAddress, user: str) -> frozenset[str]:
     """All roles ``user`` is a member of (itself included), for ``+role``/``samerole``."""
-    rows = await run_query(address, query.role_memberships_sql(user))
+    try:
+        sql = query.role_memberships_sql(user)
+        sql.encode()
+    except (UnicodeEncodeError, ValueError):
+        return frozenset()  # a name the backend cannot hold belongs to no role
+    rows = await run_query(address, sql)
     return frozenset(row[0] for row in rows if row[0] is not None)
