@@ -75,6 +75,11 @@ def check(directory: Path, overrides: Mapping[str, str]) -> list[str]:
         snapshot = policy_module.load(directory, overrides)
     except ConfigError as err:
         return [str(err)]
+    keyfile = snapshot.config.krb_server_keyfile
+    if keyfile:
+        problem = keytab_problem(snapshot.config.path(keyfile.removeprefix("FILE:")))
+        if problem:
+            problems.append(problem)
     if snapshot.embedded:
         data_dir = directory / policy_module.EMBEDDED_DATA_DIR
         if not (data_dir / "PG_VERSION").is_file():
@@ -87,3 +92,16 @@ def check(directory: Path, overrides: Mapping[str, str]) -> list[str]:
         except PggateError as err:
             problems.append(str(err))
     return problems
+
+
+def keytab_problem(path: Path) -> str | None:
+    """Why ``krb_server_keyfile`` cannot accept GSSAPI contexts, or None when it can."""
+    import gssapi
+
+    if not path.is_file():
+        return f'krb_server_keyfile "{path}" does not exist'
+    try:
+        gssapi.Credentials(usage="accept", store={b"keytab": str(path).encode()})
+    except gssapi.raw.misc.GSSError as exc:
+        return f'krb_server_keyfile "{path}" holds no usable key: {exc.gen_message()}'
+    return None

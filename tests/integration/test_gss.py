@@ -713,3 +713,17 @@ def test_psql_delegation(delegating_gw: Gateway, kdc: Realm, forwardable_ticket:
         pytest.skip("psql's libpq predates gssdelegation (added in libpq 16)")
     assert result.returncode == 0, result.stderr
     assert authorized(delegating_gw, values)[2] == tail(auth=True, enc=True, delegated=True)
+
+
+def test_check_reports_a_keytab_without_usable_keys(kdc: Realm, tmp_path: Path) -> None:
+    """``pggate check`` says when krb_server_keyfile cannot accept GSSAPI contexts."""
+    from pggate.initdir import keytab_problem
+
+    assert keytab_problem(kdc.keytab) is None
+    empty = tmp_path / "empty.keytab"
+    empty.write_bytes(b"\x05\x02")  # a keytab header and no keys
+    problem = keytab_problem(empty)
+    assert problem is not None and "holds no usable key" in problem
+    assert keytab_problem(tmp_path / "missing.keytab") == (
+        f'krb_server_keyfile "{tmp_path / "missing.keytab"}" does not exist'
+    )
