@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import threading
 import time
@@ -141,7 +142,7 @@ def test_backend_error_after_login_reaches_the_client(gateway: Gateway) -> None:
         psycopg.connect(gateway.dsn(user="nologin_role"))
     with pytest.raises(psycopg.OperationalError, match='role "ghost" does not exist'):
         psycopg.connect(gateway.dsn(user="ghost"))
-    with pytest.raises(psycopg.OperationalError, match='unrecognized configuration parameter'):
+    with pytest.raises(psycopg.OperationalError, match="unrecognized configuration parameter"):
         psycopg.connect(gateway.dsn(options="'-c no_such_setting=1'"))
     # and the gateway keeps serving
     with psycopg.connect(gateway.dsn()) as conn:
@@ -150,6 +151,22 @@ def test_backend_error_after_login_reaches_the_client(gateway: Gateway) -> None:
 
 def test_sqlstate_of_backend_errors_is_preserved(gateway: Gateway) -> None:
     assert login_error(gateway.port, database="nosuchdb") == (
-        "3D000", 'database "nosuchdb" does not exist'
+        "3D000",
+        'database "nosuchdb" does not exist',
     )
     assert login_error(gateway.port, user="ghost") == ("28000", 'role "ghost" does not exist')
+
+
+def test_fast_shutdown_sends_the_backends_fatal(make_gateway: GatewayFactory) -> None:
+    """SIGINT: like PostgreSQL's fast shutdown, clients get FATAL 57P01 at a message boundary."""
+    gateway = make_gateway()
+    conn = psycopg.connect(gateway.dsn(), autocommit=True)
+    try:
+        assert conn.execute("select 1").fetchone() == (1,)
+        assert gateway.stop(signal.SIGINT) == 0
+        with pytest.raises(
+            psycopg.OperationalError, match="terminating connection due to administrator command"
+        ):
+            conn.execute("select 1")
+    finally:
+        conn.close()

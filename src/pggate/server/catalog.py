@@ -47,3 +47,12 @@ async def role_memberships(address: BackendAddress, user: str) -> frozenset[str]
         return frozenset()  # a name the backend cannot hold belongs to no role
     rows = await run_query(address, sql)
     return frozenset(row[0] for row in rows if row[0] is not None)
+
+
+async def terminate_backends(address: BackendAddress, pids: list[int]) -> None:
+    """pg_terminate_backend for each PID (fast shutdown); needs pggate's role to be allowed."""
+    listed = ",".join(str(int(pid)) for pid in pids)
+    await run_query(
+        address,
+        f"SELECT pg_catalog.pg_terminate_backend(pid) FROM unnest(ARRAY[{listed}]::int[]) AS pid",
+    )

@@ -17,9 +17,10 @@ import psutil
 
 from pggate import tlsconf
 from pggate.conninfo import BackendAddress
+from pggate.errors import ClientError
 from pggate.policy import Policy
 from pggate.proto import codec
-from pggate.server import pool, relay, upstream, workers
+from pggate.server import catalog, pool, relay, upstream, workers
 from pggate.server.authflow import MockNonce
 from pggate.server.session import ClientSession
 
@@ -215,6 +216,20 @@ class Gateway:
         target = self.cancel_keys.match(pid, key)
         if target is not None:
             await upstream.send_cancel(target.backend, target.backend_pid, target.backend_key)
+
+    async def terminate_backends(self, timeout: float) -> None:
+        """Fast shutdown as PostgreSQL does it: each session's backend sends its clients FATAL
+        57P01 "terminating connection due to administrator command", through the relay, at a
+        message boundary; pggate itself could only cut the stream mid-message."""
+        pids = sorted({target.backend_pid for target in self.cancel_keys.targets.values()})
+        if not pids:
+            return
+        try:
+            await catalog.terminate_backends(self.policy.backend, pids)
+            async with asyncio.timeout(timeout):
+                await self.idle.wait()
+        except (ClientError, TimeoutError) as exc:
+            log.info("closing remaining sessions without a FATAL: %s", exc)
 
     def close_all(self) -> None:
         """Drop every session now (SIGINT / fast shutdown)."""

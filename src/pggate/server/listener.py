@@ -25,6 +25,8 @@ log = logging.getLogger("pggate.listener")
 # How long SIGTERM waits for sessions to end before closing them.
 SMART_SHUTDOWN_SECONDS = 60.0
 LISTEN_BACKLOG = 1024
+# How long SIGINT waits for backends to send their own "terminating connection" FATAL.
+FAST_SHUTDOWN_SECONDS = 5.0
 
 
 def listen_hosts(listen_addresses: str) -> list[str | None]:
@@ -154,6 +156,7 @@ async def serve_forever(gateway: Gateway, overrides: Mapping[str, str]) -> int:
             log.info("sessions still open after %.0f s; closing them", SMART_SHUTDOWN_SECONDS)
     else:
         log.info("received fast shutdown request")
+        await gateway.terminate_backends(FAST_SHUTDOWN_SECONDS)
     gateway.close_all()
     for server in servers:
         await server.wait_closed()
