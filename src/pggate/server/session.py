@@ -49,6 +49,7 @@ class ClientSession(InboxProtocol):
         self.task: asyncio.Task[None] | None = None
         self.channel: TlsChannel | GssChannel | None = None
         self.auth = AuthResult()
+        self.end_point_hash: bytes | None = None
         self.started = time.monotonic()
         self.startup: StartupMessage | None = None
         # Decrypted (or plain) bytes received but not yet consumed by the current phase.
@@ -83,7 +84,7 @@ class ClientSession(InboxProtocol):
                         policy,
                         rule,
                         startup,
-                        tls_end_point_hash=self.gateway.tls_end_point_hash
+                        tls_end_point_hash=self.end_point_hash
                         if isinstance(self.channel, TlsChannel)
                         else None,
                         mock_nonce=self.gateway.mock_nonce,
@@ -162,6 +163,9 @@ class ClientSession(InboxProtocol):
     async def _negotiate(self) -> tuple[StartupMessage | None, int]:
         """Run the pre-startup exchange until a StartupMessage (or the end of the connection)."""
         tls = self.gateway.tls_context
+        # The binding hash of the certificate this connection will see, even if a reload
+        # swaps certificates before authentication.
+        self.end_point_hash = self.gateway.tls_end_point_hash
         gss = self.gateway.gss_enabled
         negotiator = neg.Negotiator(ssl_enabled=tls is not None, gss_enabled=gss)
         while True:
