@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -103,8 +104,14 @@ class Gateway:
     log_path: Path
 
     def dsn(self, **options: str) -> str:
-        values = {"host": "127.0.0.1", "port": str(self.port), "user": "postgres",
-                  "dbname": "postgres", "sslmode": "disable", "connect_timeout": "10"}
+        values = {
+            "host": "127.0.0.1",
+            "port": str(self.port),
+            "user": "postgres",
+            "dbname": "postgres",
+            "sslmode": "disable",
+            "connect_timeout": "10",
+        }
         values.update(options)
         return " ".join(f"{k}={v}" for k, v in values.items())
 
@@ -239,3 +246,11 @@ def make_gateway(backend: Backend, tmp_path: Path) -> Iterator[GatewayFactory]:
 @pytest.fixture
 def gateway(make_gateway: GatewayFactory) -> Gateway:
     return make_gateway()
+
+
+def startup_packet(version: int = 196608, **params: str) -> bytes:
+    body = struct.pack("!I", version)
+    for key, value in params.items():
+        body += key.encode() + b"\0" + value.encode() + b"\0"
+    body += b"\0"
+    return struct.pack("!I", len(body) + 4) + body

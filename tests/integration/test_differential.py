@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import Gateway, GatewayFactory, free_port, wait_for_port
+from conftest import Gateway, GatewayFactory, free_port, startup_packet, wait_for_port
 
 from pggate import embedded
 from pggate.proto import codec
@@ -86,14 +86,6 @@ def pggate(make_gateway: GatewayFactory) -> Gateway:
     return make_gateway(hba=HBA + "host all postgres 127.0.0.1/32 trust\n")
 
 
-def startup(version: int = 196608, **params: str) -> bytes:
-    body = struct.pack("!I", version)
-    for key, value in params.items():
-        body += key.encode() + b"\0" + value.encode() + b"\0"
-    body += b"\0"
-    return struct.pack("!I", len(body) + 4) + body
-
-
 def exchange(port: int, payload: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), 10) as sock:
         sock.sendall(payload)
@@ -146,19 +138,19 @@ def summary(reply: bytes) -> list[object]:
 
 
 PROBES = {
-    "bad protocol major": startup(version=4 << 16, user="alice"),
-    "protocol 2.0 (v2 error)": startup(version=2 << 16, user="alice"),
-    "no user": startup(database="postgres"),
-    "no hba entry": startup(user="bob", database="postgres"),
-    "reject line": startup(user="bob", database="appdb"),
-    "ssl then startup pipelined": SSL_REQUEST + startup(user="alice"),
+    "bad protocol major": startup_packet(version=4 << 16, user="alice"),
+    "protocol 2.0 (v2 error)": startup_packet(version=2 << 16, user="alice"),
+    "no user": startup_packet(database="postgres"),
+    "no hba entry": startup_packet(user="bob", database="postgres"),
+    "reject line": startup_packet(user="bob", database="appdb"),
+    "ssl then startup pipelined": SSL_REQUEST + startup_packet(user="alice"),
     "gss refused, then ssl refused, then ssl again": GSS_REQUEST + SSL_REQUEST + SSL_REQUEST,
     "bad length": struct.pack("!I", 3),
     "huge length": struct.pack("!I", 20000) + b"x" * 16,
     "unknown special code": struct.pack("!II", 8, (1234 << 16) | 5681),
     "bad layout": struct.pack("!II", 8, 196608),
-    "bad replication value": startup(user="alice", replication="maybe"),
-    "3.3 with an option": startup(version=(3 << 16) | 3, user="alice", **{"_pq_.x": "1"}),
+    "bad replication value": startup_packet(user="alice", replication="maybe"),
+    "3.3 with an option": startup_packet(version=(3 << 16) | 3, user="alice", **{"_pq_.x": "1"}),
 }
 
 

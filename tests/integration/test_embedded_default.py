@@ -59,8 +59,9 @@ def test_init_serve_query_stop(public_tmp: Path) -> None:
     try:
         dsn = f"host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=disable"
         with psycopg.connect(dsn) as conn:
-            row = conn.execute("select current_user, setting from pg_settings "
-                               "where name = 'listen_addresses'").fetchone()
+            row = conn.execute(
+                "select current_user, setting from pg_settings where name = 'listen_addresses'"
+            ).fetchone()
         assert row == ("postgres", "")  # the embedded cluster has no TCP port of its own
         psql = subprocess.run(["psql", dsn, "-XAtc", "select 1"], capture_output=True, text=True)
         assert psql.stdout.strip() == "1", psql.stderr
@@ -81,7 +82,7 @@ def test_check_reports_every_problem(public_tmp: Path) -> None:
     )
     result = pggate("check", str(directory))
     assert result.returncode != 0
-    assert 'line 1 of configuration file' in result.stderr
+    assert "line 1 of configuration file" in result.stderr
     assert 'unrecognized configuration parameter "no_such_parameter"' in result.stderr
 
 

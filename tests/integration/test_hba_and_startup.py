@@ -9,17 +9,9 @@ import time
 
 import psycopg
 import pytest
-from conftest import Gateway, GatewayFactory, free_port, login_error
+from conftest import Gateway, GatewayFactory, free_port, login_error, startup_packet
 
 pytestmark = pytest.mark.integration
-
-
-def startup_packet(version: int = 196608, **params: str) -> bytes:
-    body = struct.pack("!I", version)
-    for key, value in params.items():
-        body += key.encode() + b"\0" + value.encode() + b"\0"
-    body += b"\0"
-    return struct.pack("!I", len(body) + 4) + body
 
 
 def read_all(sock: socket.socket, timeout: float = 10.0) -> bytes:
@@ -72,7 +64,7 @@ def test_reject_line_and_first_match_wins(make_gateway: GatewayFactory) -> None:
     )
     with psycopg.connect(gateway.dsn(user="alice", dbname="postgres")):
         pass
-    assert 'Connection matched file' in gateway.log()
+    assert "Connection matched file" in gateway.log()
 
 
 def test_hostssl_line_never_matches_plaintext(make_gateway: GatewayFactory) -> None:

@@ -91,59 +91,42 @@ async def authenticate(
     A failure's log DETAIL names the pg_hba.conf line, as auth.c auth_failed does.
     """
     try:
-        return await _authenticate(
-            client,
-            policy,
-            rule,
-            startup,
-            tls_end_point_hash=tls_end_point_hash,
-            mock_nonce=mock_nonce,
-        )
+        method = str(rule.method)
+        if method not in IMPLEMENTED_METHODS:
+            raise ClientError(
+                codes.SQLSTATE_INVALID_AUTHORIZATION,
+                f'authentication method "{method}" is not supported by this pggate build',
+                log_detail=rule.log_detail,
+            )
+        channel = client.channel
+        peer = _peer_certificate(channel)
+        cert.check_before_auth(rule, peer, ca_loaded=bool(policy.config.ssl_ca_file))
+        user = startup.user
+        result = AuthResult()
+        log_auth = "authentication" in policy.config.log_connections
+        where = f"({rule.file}:{rule.line_number})"
+        if method == "cert":
+            assert peer is not None  # check_before_auth demanded a verified certificate
+            if log_auth:
+                identity = cert.authenticated_identity(peer)
+                log.info('connection authenticated: identity="%s" method=cert %s', identity, where)
+        elif method in PASSWORD_METHODS:
+            result = await _password(client, policy, method, user, tls_end_point_hash, mock_nonce)
+            if log_auth:
+                log.info(
+                    'connection authenticated: identity="%s" method=%s %s', user, method, where
+                )
+        elif method == "gss":
+            result = await _gss(client, policy, rule, user, log_auth, where)
+        elif log_auth:  # trust
+            log.info('connection authenticated: user="%s" method=%s %s', user, method, where)
+        if peer is not None:
+            cert.check_name(rule, peer, user, policy.ident)
+        return result
     except ClientError as err:
         if rule.log_detail not in (err.log_detail or ""):
             err.log_detail = "\n".join(filter(None, (err.log_detail, rule.log_detail)))
         raise
-
-
-async def _authenticate(
-    client: ClientConversation,
-    policy: Policy,
-    rule: HbaRule,
-    startup: StartupMessage,
-    *,
-    tls_end_point_hash: bytes | None,
-    mock_nonce: MockNonce,
-) -> AuthResult:
-    method = str(rule.method)
-    if method not in IMPLEMENTED_METHODS:
-        raise ClientError(
-            codes.SQLSTATE_INVALID_AUTHORIZATION,
-            f'authentication method "{method}" is not supported by this pggate build',
-            log_detail=rule.log_detail,
-        )
-    channel = client.channel
-    peer = _peer_certificate(channel)
-    cert.check_before_auth(rule, peer, ca_loaded=bool(policy.config.ssl_ca_file))
-    user = startup.user
-    result = AuthResult()
-    log_auth = "authentication" in policy.config.log_connections
-    where = f"({rule.file}:{rule.line_number})"
-    if method == "cert":
-        assert peer is not None  # check_before_auth demanded a verified certificate
-        if log_auth:
-            identity = cert.authenticated_identity(peer)
-            log.info('connection authenticated: identity="%s" method=cert %s', identity, where)
-    elif method in PASSWORD_METHODS:
-        result = await _password(client, policy, method, user, tls_end_point_hash, mock_nonce)
-        if log_auth:
-            log.info('connection authenticated: identity="%s" method=%s %s', user, method, where)
-    elif method == "gss":
-        result = await _gss(client, policy, rule, user, log_auth, where)
-    elif log_auth:  # trust
-        log.info('connection authenticated: user="%s" method=%s %s', user, method, where)
-    if peer is not None:
-        cert.check_name(rule, peer, user, policy.ident)
-    return result
 
 
 def _peer_certificate(channel: TlsChannel | GssChannel | None) -> cert.PeerCertificate | None:
