@@ -254,3 +254,19 @@ def startup_packet(version: int = 196608, **params: str) -> bytes:
         body += key.encode() + b"\0" + value.encode() + b"\0"
     body += b"\0"
     return struct.pack("!I", len(body) + 4) + body
+
+
+def read_all(sock: socket.socket, timeout: float = 10.0, until: bytes | None = None) -> bytes:
+    """Everything the server sends until it closes (or until ``until`` has arrived)."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+        if until is not None and until in data:
+            return data

@@ -19,7 +19,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import Gateway, GatewayFactory, free_port, startup_packet, wait_for_port
+from conftest import (
+    Gateway,
+    GatewayFactory,
+    free_port,
+    read_all,
+    startup_packet,
+    wait_for_port,
+)
 
 from pggate import embedded
 from pggate.proto import codec
@@ -89,18 +96,7 @@ def pggate(make_gateway: GatewayFactory) -> Gateway:
 def exchange(port: int, payload: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), 10) as sock:
         sock.sendall(payload)
-        sock.settimeout(10)
-        data = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                return data
-            if not chunk:
-                return data
-            data += chunk
-            if b"Z\x00\x00\x00\x05" in data:
-                return data
+        return read_all(sock, until=b"Z\x00\x00\x00\x05")
 
 
 def summary(reply: bytes) -> list[object]:

@@ -9,22 +9,16 @@ import time
 
 import psycopg
 import pytest
-from conftest import Gateway, GatewayFactory, free_port, login_error, startup_packet
+from conftest import (
+    Gateway,
+    GatewayFactory,
+    free_port,
+    login_error,
+    read_all,
+    startup_packet,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def read_all(sock: socket.socket, timeout: float = 10.0) -> bytes:
-    sock.settimeout(timeout)
-    data = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
 
 
 def raw_exchange(port: int, payload: bytes, timeout: float = 10.0) -> bytes:
