@@ -55,7 +55,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from pggate import initdir
 
-    problems = initdir.check(Path(args.directory), _overrides(args.set))
+    overrides = _overrides(args.set)
+    problems = initdir.check(Path(args.directory), overrides)
+    for warning in initdir.cleartext_warnings(Path(args.directory), overrides):
+        print(f"warning: {warning}", file=sys.stderr)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:

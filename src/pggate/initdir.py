@@ -94,6 +94,21 @@ def check(directory: Path, overrides: Mapping[str, str]) -> list[str]:
     return problems
 
 
+def cleartext_warnings(directory: Path, overrides: Mapping[str, str]) -> list[str]:
+    """pg_hba.conf lines whose ``password`` method may receive a password in clear text."""
+    try:
+        snapshot = policy_module.load(directory, overrides)
+    except ConfigError:
+        return []  # check() reports the problem itself
+    return [
+        f'{rule.file}:{rule.line_number}: method "password" sends the password in clear text '
+        'on connections this line does not require to be encrypted (use hostssl or '
+        "hostgssenc, or scram-sha-256)"
+        for rule in snapshot.hba.rules
+        if rule.method == "password" and rule.conn_type not in ("hostssl", "hostgssenc", "local")
+    ]
+
+
 def keytab_problem(path: Path) -> str | None:
     """Why ``krb_server_keyfile`` cannot accept GSSAPI contexts, or None when it can."""
     import gssapi

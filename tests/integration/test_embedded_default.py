@@ -131,3 +131,16 @@ def test_status_reload_stop_commands(public_tmp: Path) -> None:
         assert not (directory / "pggate.pid").exists()
     finally:
         gateway.stop()
+
+
+def test_check_warns_about_cleartext_password_lines(public_tmp: Path) -> None:
+    directory = public_tmp / "warn"
+    directory.mkdir()
+    (directory / "pggate.conf").write_text("backend = 'host=127.0.0.1 port=5432'\nssl = off\n")
+    (directory / "pg_hba.conf").write_text(
+        "hostssl all alice 0.0.0.0/0 password\nhost all bob 0.0.0.0/0 password\n"
+    )
+    result = pggate("check", str(directory))
+    assert result.returncode == 0, result.stderr  # a warning, not an error
+    assert 'pg_hba.conf:2: method "password" sends the password in clear text' in result.stderr
+    assert "pg_hba.conf:1:" not in result.stderr
