@@ -8,25 +8,14 @@ and GSSENCRequest with N here (pggate runs with ssl = off and no keytab).
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import struct
-import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import (
-    Gateway,
-    GatewayFactory,
-    free_port,
-    read_all,
-    startup_packet,
-    wait_for_port,
-)
+from conftest import Gateway, GatewayFactory, read_all, startup_packet
+from reference import create_objects, reference_server
 
 from pggate import embedded
 from pggate.proto import codec
@@ -41,51 +30,17 @@ SSL_REQUEST = struct.pack("!II", 8, 80877103)
 GSS_REQUEST = struct.pack("!II", 8, 80877104)
 
 
-class TcpCluster(embedded.EmbeddedCluster):
-    """The embedded cluster, also listening on 127.0.0.1 with a given pg_hba.conf."""
-
-    tcp_port: int = 0
-
-    def _settings(self, quoted: bool = True) -> dict[str, str]:
-        settings = super()._settings(quoted)
-        settings["listen_addresses"] = "'127.0.0.1'" if quoted else "127.0.0.1"
-        return settings
-
-
 @pytest.fixture(scope="module")
 def postgres18() -> Iterator[int]:
-    """PostgreSQL 18 on a free TCP port with HBA appended, and alice, bob and appdb created."""
-    bindir = embedded.find_postgres_bindir(None)  # the wheel's PostgreSQL 18 comes first
-    base = Path(tempfile.mkdtemp(prefix="pggate-pg18-"))
-    os.chmod(base, 0o755)
-    port = free_port()
-    user = embedded.run_as_user()
-    cluster = TcpCluster(
-        data_dir=base / "pgdata",
-        socket_dir=base / "run",
-        bindir=embedded.bindir_for_user(bindir, user),
-        run_as=user,
-        port=port,
-    )
-    cluster.init()
-    hba = cluster.data_dir / "pg_hba.conf"
-    hba.write_text(hba.read_text() + HBA)
-    cluster.start()
-    try:
-        wait_for_port(port, time.monotonic() + 30, None)
+    """PostgreSQL 18 (the wheel's, found first) with HBA, and alice, bob and appdb created."""
+    with reference_server(embedded.find_postgres_bindir(None), hba=HBA) as cluster:
         with psycopg.connect(cluster.conninfo, autocommit=True) as conn:
             version = conn.execute("show server_version_num").fetchone()
             assert version is not None and int(version[0]) >= 180000
-            for statement in (
-                "CREATE ROLE alice LOGIN",
-                "CREATE ROLE bob LOGIN",
-                "CREATE DATABASE appdb",
-            ):
-                conn.execute(statement.encode())
-        yield port
-    finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        create_objects(
+            cluster.conninfo, ["CREATE ROLE alice LOGIN", "CREATE ROLE bob LOGIN"], ["appdb"]
+        )
+        yield cluster.port
 
 
 @pytest.fixture

@@ -3,19 +3,11 @@ verifiers and pg_hba.conf: libpq must report the same outcome (role or FATAL tex
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import psycopg
 import pytest
-from conftest import DEBIAN_PG_BINDIR, Backend, Gateway, GatewayFactory, free_port, wait_for_port
-
-from pggate import embedded
+from conftest import DEBIAN_PG_BINDIR, Backend, Gateway, GatewayFactory
+from reference import create_objects, libpq_outcome, reference_server
 
 pytestmark = pytest.mark.integration
 
@@ -37,56 +29,18 @@ ROLES = (
 DATABASES = ("scramdb", "md5db", "cleardb")
 
 
-def create_objects(conninfo: str) -> None:
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        existing = {row[0] for row in conn.execute("select rolname from pg_roles")}
-        for statement in ROLES:
-            role = re.search(r"ROLE (\w+)", statement)
-            if role is None or role.group(1) not in existing:
-                conn.execute(statement.encode())
-        databases = {row[0] for row in conn.execute("select datname from pg_database")}
-        for database in DATABASES:
-            if database not in databases:
-                conn.execute(f"CREATE DATABASE {database}".encode())
-
-
-class TcpCluster(embedded.EmbeddedCluster):
-    def _settings(self, quoted: bool = True) -> dict[str, str]:
-        settings = super()._settings(quoted)
-        settings["listen_addresses"] = "'127.0.0.1'" if quoted else "127.0.0.1"
-        return settings
-
-
 @pytest.fixture(scope="module")
 def postgres15() -> Iterator[int]:
     if not (DEBIAN_PG_BINDIR / "postgres").exists():
         pytest.skip("Debian's PostgreSQL 15 is not installed")
-    base = Path(tempfile.mkdtemp(prefix="pggate-pg15pw-"))
-    os.chmod(base, 0o755)
-    port = free_port()
-    cluster = TcpCluster(
-        data_dir=base / "pgdata",
-        socket_dir=base / "run",
-        bindir=DEBIAN_PG_BINDIR,
-        run_as=embedded.run_as_user(),
-        port=port,
-    )
-    cluster.init()
-    hba = cluster.data_dir / "pg_hba.conf"
-    hba.write_text(hba.read_text() + HBA)
-    cluster.start()
-    try:
-        wait_for_port(port, time.monotonic() + 30, None)
-        create_objects(cluster.conninfo)
-        yield port
-    finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    with reference_server(DEBIAN_PG_BINDIR, hba=HBA) as cluster:
+        create_objects(cluster.conninfo, ROLES, DATABASES)
+        yield cluster.port
 
 
 @pytest.fixture(scope="module")
 def same_objects(backend: Backend) -> None:
-    create_objects(backend.conninfo)
+    create_objects(backend.conninfo, ROLES, DATABASES)
 
 
 @pytest.fixture
@@ -102,14 +56,7 @@ def outcome(port: int, **options: str) -> str:
         "gssencmode": "disable",
         "connect_timeout": "10",
     }
-    values.update(options)
-    dsn = " ".join(f"{key}='{value}'" for key, value in values.items())
-    try:
-        with psycopg.connect(dsn) as conn:
-            row = conn.execute("select current_user").fetchone()
-            return f"ok as {row[0] if row else '?'}"
-    except psycopg.OperationalError as exc:
-        return re.sub(r"port \d+", "port N", str(exc)).split("failed: ", 1)[-1].strip()
+    return libpq_outcome({**values, **options})
 
 
 CASES: list[tuple[str, str, str, dict[str, str]]] = [

@@ -5,20 +5,16 @@ reports must be the same (success as the same role, or the same FATAL)."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from conftest import DEBIAN_PG_BINDIR, Gateway, GatewayFactory, free_port, wait_for_port
+from conftest import DEBIAN_PG_BINDIR, Backend, Gateway, GatewayFactory
+from reference import TcpCluster, create_objects, libpq_outcome, owned_copy, reference_server
 from tls_support import CN_HOST, Pki, make_pki
-
-from pggate import embedded
 
 pytestmark = pytest.mark.integration
 
@@ -31,15 +27,7 @@ hostssl   cadb     all    127.0.0.1/32 trust clientcert=verify-ca
 host      postgres postgres 127.0.0.1/32 trust
 """
 DATABASES = ("sslonly", "plainonly", "certdb", "verifydb", "cadb")
-
-
-class TlsCluster(embedded.EmbeddedCluster):
-    """The embedded cluster on TCP with TLS, for comparison with pggate."""
-
-    def _settings(self, quoted: bool = True) -> dict[str, str]:
-        settings = super()._settings(quoted)
-        settings["listen_addresses"] = "'127.0.0.1'" if quoted else "127.0.0.1"
-        return settings
+ROLES = ("CREATE ROLE alice LOGIN", "CREATE ROLE bob LOGIN")
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +47,7 @@ def tls_files(directory: Path, pki: Pki, owner: str | None) -> str:
         ("root.crt", pki.client_ca),
         ("root.crl", pki.client_crl),
     ):
-        target = directory / name
-        target.write_bytes(source.read_bytes())
-        target.chmod(0o600)
-        if owner is not None:
-            shutil.chown(target, owner)
+        owned_copy(source, directory / name, owner)
     return (
         "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
         "ssl_ca_file = 'root.crt'\nssl_crl_file = 'root.crl'\n"
@@ -74,48 +58,19 @@ def tls_files(directory: Path, pki: Pki, owner: str | None) -> str:
 def postgres15(pki: Pki) -> Iterator[int]:
     if not (DEBIAN_PG_BINDIR / "postgres").exists():
         pytest.skip("Debian's PostgreSQL 15 (built with OpenSSL) is not installed")
-    base = Path(tempfile.mkdtemp(prefix="pggate-pg15-"))
-    os.chmod(base, 0o755)
-    port = free_port()
-    user = embedded.run_as_user()
-    cluster = TlsCluster(
-        data_dir=base / "pgdata",
-        socket_dir=base / "run",
-        bindir=DEBIAN_PG_BINDIR,
-        run_as=user,
-        port=port,
-    )
-    cluster.init()
-    conf = cluster.data_dir / "postgresql.conf"
-    settings = tls_files(cluster.data_dir, pki, user)
-    conf.write_text(conf.read_text() + settings)
-    hba = cluster.data_dir / "pg_hba.conf"
-    hba.write_text(hba.read_text() + HBA)
-    cluster.start()
-    try:
-        wait_for_port(port, time.monotonic() + 30, None)
-        with psycopg.connect(cluster.conninfo, autocommit=True) as conn:
-            conn.execute("CREATE ROLE alice LOGIN")
-            conn.execute("CREATE ROLE bob LOGIN")
-            for database in DATABASES:
-                conn.execute(f"CREATE DATABASE {database}".encode())
-        yield port
-    finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
+
+    def install_tls(cluster: TcpCluster, base: Path) -> str:
+        return tls_files(cluster.data_dir, pki, cluster.run_as)
+
+    with reference_server(DEBIAN_PG_BINDIR, hba=HBA, prepare=install_tls) as cluster:
+        create_objects(cluster.conninfo, ROLES, DATABASES)
+        yield cluster.port
 
 
 @pytest.fixture(scope="module")
-def databases(backend: object) -> None:
+def databases(backend: Backend) -> None:
     """The same databases on the backend pggate fronts."""
-    from conftest import Backend
-
-    assert isinstance(backend, Backend)
-    with psycopg.connect(backend.conninfo, autocommit=True) as conn:
-        existing = {row[0] for row in conn.execute("select datname from pg_database")}
-        for database in DATABASES:
-            if database not in existing:
-                conn.execute(f"CREATE DATABASE {database}".encode())
+    create_objects(backend.conninfo, ROLES, DATABASES)
 
 
 @pytest.fixture
@@ -128,7 +83,6 @@ def gateway(make_gateway: GatewayFactory, pki: Pki, databases: None) -> Gateway:
 
 
 def outcome(port: int, **options: str) -> str:
-    """'ok as ROLE' or the server's FATAL text as libpq reports it (port numbers removed)."""
     values = {
         "host": CN_HOST,
         "hostaddr": "127.0.0.1",
@@ -136,15 +90,7 @@ def outcome(port: int, **options: str) -> str:
         "gssencmode": "disable",
         "connect_timeout": "10",
     }
-    values.update(options)
-    dsn = " ".join(f"{key}={value}" for key, value in values.items())
-    try:
-        with psycopg.connect(dsn) as conn:
-            row = conn.execute("select current_user").fetchone()
-            return f"ok as {row[0] if row else '?'}"
-    except psycopg.OperationalError as exc:
-        text = re.sub(r"port \d+", "port N", str(exc))
-        return text.split("failed: ", 1)[-1].strip()
+    return libpq_outcome({**values, **options})
 
 
 def client_cert(pki: Pki, name: str) -> dict[str, str]:
