@@ -3,13 +3,19 @@
 pggate reads the same two forms libpq accepts (``key=value ...`` and ``postgresql://`` URIs) so
 that a DBA can paste the conninfo they already use. Only the keys pggate acts on are kept; an
 unknown key is an error, as it is for libpq.
+
+Fail closed: every accepted keyword has its whole libpq meaning. What pggate cannot do yet (TLS
+to a TCP backend, several hosts) is refused with a HINT rather than silently weakened: libpq's
+default ``sslmode=prefer`` on TCP would try TLS first, so a TCP backend must say
+``sslmode=disable`` explicitly. On a Unix socket libpq never uses TLS, and neither does pggate.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pggate.errors import ConfigError
 
@@ -32,6 +38,15 @@ KNOWN_KEYS = frozenset(
 )
 
 
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_APPLICATION_NAME = "pggate"
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_BACKEND_HOP_HINT = (
+    "TLS to the backend is not implemented yet; on a trusted network write sslmode=disable, "
+    "or reach the backend over a Unix socket (host=/path/to/socket/dir)."
+)
+
+
 @dataclass(frozen=True, slots=True)
 class BackendAddress:
     """Where and how pggate reaches its backend PostgreSQL."""
@@ -42,7 +57,9 @@ class BackendAddress:
     dbname: str | None = None
     password: str | None = None
     sslmode: str = "disable"
-    connect_timeout: float = 10.0
+    # None: wait as long as the OS does (libpq's connect_timeout=0); pggate's default is 10 s.
+    connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT
+    application_name: str = DEFAULT_APPLICATION_NAME
 
     @property
     def is_unix_socket(self) -> bool:
@@ -83,7 +100,14 @@ def _parse_uri(text: str) -> dict[str, str]:
             result["host"] = unquote(host).strip("[]")
     if parts.path.strip("/"):
         result["dbname"] = unquote(parts.path.lstrip("/"))
-    result.update(parse_qsl(parts.query, keep_blank_values=True))
+    for pair in parts.query.split("&") if parts.query else ():
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(
+                f'missing key/value separator "=" in URI query parameter: "{unquote(key)}"'
+            )
+        # libpq's conninfo_uri_decode: %XX only; a '+' stays a '+' (unlike HTML forms).
+        result[unquote(key)] = unquote(value)
     return result
 
 
@@ -97,7 +121,10 @@ def _parse_keyword_value(text: str) -> dict[str, str]:
             break
         eq = text.find("=", pos)
         if eq < 0:
-            raise ConfigError(f'missing "=" after "{text[pos:]}" in connection info string')
+            # libpq quotes the rest of the string; only its first word, which may not be a
+            # secret's neighbour, is shown here.
+            word = text[pos:].split()[0]
+            raise ConfigError(f'missing "=" after "{word}" in connection info string')
         key = text[pos:eq].strip()
         pos = eq + 1
         while pos < end and text[pos].isspace():
@@ -128,34 +155,69 @@ def _parse_keyword_value(text: str) -> dict[str, str]:
     return result
 
 
+def _refuse(message: str, *, hint: str | None = None) -> ConfigError:
+    return ConfigError(message, parameter="backend", hint=hint)
+
+
+def _connect_timeout(text: str | None) -> float | None:
+    """libpq's parse_int_param and its connect_timeout rule: <= 0 waits forever, 1 means 2."""
+    if text is None:
+        return DEFAULT_CONNECT_TIMEOUT
+    stripped = text.strip()
+    body = stripped[1:] if stripped[:1] in ("+", "-") else stripped
+    if not (body.isascii() and body.isdigit()) or not -(2**31) <= int(stripped) < 2**31:
+        raise _refuse(f'invalid integer value "{text}" for connection option "connect_timeout"')
+    seconds = int(stripped)
+    if seconds <= 0:
+        return None
+    return float(max(seconds, 2))
+
+
 def backend_address(text: str, defaults: Mapping[str, str] | None = None) -> BackendAddress:
-    """Validate a conninfo string and turn it into a BackendAddress."""
+    """Validate a conninfo string and turn it into a BackendAddress, or refuse it."""
     values = dict(defaults or {})
     values.update(parse_conninfo(text))
     for key in values:
         if key not in KNOWN_KEYS:
-            raise ConfigError(f'invalid connection option "{key}"', parameter="backend")
-    host = values.get("hostaddr") or values.get("host") or "/var/run/postgresql"
+            raise _refuse(f'invalid connection option "{key}"')
+    for key in ("host", "hostaddr", "port"):
+        if "," in values.get(key, ""):
+            raise _refuse(
+                f'several hosts or ports in "{key}" are not supported yet',
+                hint="Name one backend host; multi-host failover is not implemented yet.",
+            )
+    hostaddr = values.get("hostaddr") or None
+    if hostaddr is not None:
+        try:
+            ipaddress.ip_address(hostaddr)
+        except ValueError:
+            raise _refuse(f'could not parse network address "{hostaddr}"') from None
+    host = hostaddr or values.get("host") or "/var/run/postgresql"
     port_text = values.get("port") or "5432"
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(f'invalid port number: "{port_text}"', parameter="backend")
-    sslmode = values.get("sslmode", "disable")
-    if sslmode not in ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"):
-        raise ConfigError(f'invalid sslmode value: "{sslmode}"', parameter="backend")
-    timeout_text = values.get("connect_timeout", "10")
-    try:
-        timeout = float(timeout_text)
-    except ValueError:
-        raise ConfigError(
-            f'invalid integer value "{timeout_text}" for connection option "connect_timeout"',
-            parameter="backend",
-        ) from None
+        raise _refuse(f'invalid port number: "{port_text}"')
+    unix_socket = host.startswith("/")
+    sslmode = values.get("sslmode")
+    if sslmode is not None and sslmode not in SSLMODES:
+        raise _refuse(f'invalid sslmode value: "{sslmode}"')
+    if not unix_socket:
+        if sslmode is None:
+            raise _refuse(
+                "a TCP backend without sslmode means libpq's sslmode=prefer, "
+                "which pggate cannot honour",
+                hint=_BACKEND_HOP_HINT,
+            )
+        if sslmode != "disable":
+            raise _refuse(f'sslmode "{sslmode}" is not supported yet', hint=_BACKEND_HOP_HINT)
+    # With sslmode=disable or on a Unix socket libpq never uses TLS, so its TLS files have no
+    # effect there either; anywhere else they were refused with sslmode above.
     return BackendAddress(
         host=host,
         port=int(port_text),
         user=values.get("user") or None,
         dbname=values.get("dbname") or None,
         password=values.get("password") or None,
-        sslmode=sslmode,
-        connect_timeout=timeout if timeout > 0 else 10.0,
+        sslmode="disable",
+        connect_timeout=_connect_timeout(values.get("connect_timeout")),
+        application_name=values.get("application_name") or DEFAULT_APPLICATION_NAME,
     )

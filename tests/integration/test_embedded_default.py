@@ -78,7 +78,8 @@ def test_check_reports_every_problem(public_tmp: Path) -> None:
     directory = public_tmp / "hand"
     directory.mkdir()
     (directory / "pggate.conf").write_text(
-        "port = 99999\nno_such_parameter = 1\nbackend = 'host=127.0.0.1 port=5432'\n"
+        "port = 99999\nno_such_parameter = 1\n"
+        "backend = 'host=127.0.0.1 port=5432 sslmode=disable'\n"
     )
     result = pggate("check", str(directory))
     assert result.returncode != 0
@@ -93,7 +94,7 @@ def test_hand_written_directory_serves(public_tmp: Path) -> None:
     port = free_port()
     (directory / "pggate.conf").write_text(
         f"listen_addresses = '127.0.0.1'\nport = {port}\n"
-        f"backend = 'host=127.0.0.1 port={free_port()}'\n"
+        f"backend = 'host=127.0.0.1 port={free_port()} sslmode=disable'\n"
         "hba_file = 'rules.conf'\n"
     )
     (directory / "rules.conf").write_text("host all all 127.0.0.1/32 reject\n")
@@ -111,7 +112,7 @@ def test_status_reload_stop_commands(public_tmp: Path) -> None:
     port = free_port()
     (directory / "pggate.conf").write_text(
         f"listen_addresses = '127.0.0.1'\nport = {port}\n"
-        f"backend = 'host=127.0.0.1 port={free_port()}'\n"
+        f"backend = 'host=127.0.0.1 port={free_port()} sslmode=disable'\n"
     )
     (directory / "pg_hba.conf").write_text("host all all 127.0.0.1/32 reject\n")
     assert pggate("status", str(directory)).returncode == 3
@@ -136,7 +137,9 @@ def test_status_reload_stop_commands(public_tmp: Path) -> None:
 def test_check_warns_about_cleartext_password_lines(public_tmp: Path) -> None:
     directory = public_tmp / "warn"
     directory.mkdir()
-    (directory / "pggate.conf").write_text("backend = 'host=127.0.0.1 port=5432'\nssl = off\n")
+    (directory / "pggate.conf").write_text(
+        "backend = 'host=127.0.0.1 port=5432 sslmode=disable'\nssl = off\n"
+    )
     (directory / "pg_hba.conf").write_text(
         "hostssl all alice 0.0.0.0/0 password\nhost all bob 0.0.0.0/0 password\n"
     )

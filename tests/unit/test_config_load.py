@@ -225,3 +225,32 @@ def test_default_conf_rejects_bad_overrides() -> None:
         render_default_conf(nope="1")
     with pytest.raises(SettingError, match='invalid value for parameter "port"'):
         render_default_conf(port="many")
+
+
+def test_backend_conninfo_is_refused_where_it_is_written(tmp_path: Path) -> None:
+    """Fail closed: a backend keyword pggate cannot honour names file, line and parameter."""
+    directory = gateway(
+        tmp_path,
+        "port = 6432\n"
+        "backend = 'host=db.example.com password=hunter2 sslmode=verify-full sslrootcert=/r.crt'\n",
+    )
+    errors = check(directory)
+    assert len(errors) == 1
+    err = errors[0]
+    assert (err.file, err.line, err.parameter) == (conf(tmp_path), 2, "backend")
+    assert err.message == (
+        'invalid value for parameter "backend": sslmode "verify-full" is not supported yet'
+    )
+    assert err.hint is not None and "sslmode=disable" in err.hint
+    assert "hunter2" not in str(err)
+    override = check(directory, {"backend": "host=127.0.0.1"})
+    assert "-c backend=host=127.0.0.1" in str(override[-1])
+
+
+def test_explicitly_set_settings_are_known(tmp_path: Path) -> None:
+    """scram_iterations defers to the backend's unless it is set (file or -c)."""
+    assert "scram_iterations" not in load(gateway(tmp_path, "")).explicitly_set
+    in_file = load(gateway(tmp_path, "scram_iterations = 4096\n"))
+    assert "scram_iterations" in in_file.explicitly_set
+    by_flag = load(gateway(tmp_path, ""), {"scram_iterations": "10000"})
+    assert by_flag.explicitly_set == frozenset({"scram_iterations"})

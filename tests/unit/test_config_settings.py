@@ -56,7 +56,7 @@ def test_each_setting_is_well_formed(setting: Setting) -> None:
 def test_config_has_one_field_per_setting_with_the_right_type() -> None:
     hints = typing.get_type_hints(Config)
     fields = [f.name for f in dataclasses.fields(Config)]
-    assert fields == ["directory", *(s.name for s in SETTINGS)]
+    assert fields == ["directory", *(s.name for s in SETTINGS), "explicitly_set"]
     for setting in SETTINGS:
         assert hints[setting.name] == _PYTHON_TYPES[setting.kind], setting.name
 

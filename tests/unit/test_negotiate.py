@@ -27,6 +27,7 @@ from pggate.proto.negotiate import (
     StartTLS,
     Startup,
     State,
+    Trace,
 )
 
 V3_0 = codes.PROTOCOL_3_0
@@ -210,8 +211,31 @@ def test_direct_tls_on_the_first_byte_alone() -> None:
 
 
 def test_direct_tls_rejected_when_ssl_is_off() -> None:
+    # ProcessSSLStartup logs the rejection only under trace_connection_negotiation.
     n = Negotiator(ssl_enabled=False, gss_enabled=True)
-    play(n, (HELLO, [Close(None, "direct SSL connection rejected")]))
+    play(n, (HELLO, [Close(None, None)]))
+    traced = Negotiator(ssl_enabled=False, gss_enabled=True, trace=True)
+    play(traced, (HELLO, [Close(None, "direct SSL connection rejected")]))
+
+
+@pytest.mark.parametrize(
+    ("ssl", "gss", "packet", "events"),
+    [
+        (True, False, SSL_REQ, [Trace("SSLRequest accepted"), Send(b"S")]),
+        (False, False, SSL_REQ, [Trace("SSLRequest rejected"), Send(b"N")]),
+        (False, True, GSS_REQ, [Trace("GSSENCRequest accepted"), Send(b"G")]),
+        (True, False, GSS_REQ, [Trace("GSSENCRequest rejected"), Send(b"N")]),
+    ],
+)
+def test_trace_connection_negotiation(
+    ssl: bool, gss: bool, packet: bytes, events: list[Event]
+) -> None:
+    """ProcessStartupPacket's LOG lines, before the one-byte answer; none without trace."""
+    traced = Negotiator(ssl_enabled=ssl, gss_enabled=gss, trace=True).receive(packet)
+    assert traced[: len(events)] == events
+    quiet = Negotiator(ssl_enabled=ssl, gss_enabled=gss).receive(packet)
+    assert not any(isinstance(event, Trace) for event in quiet)
+    assert quiet[0] == events[1]
 
 
 @pytest.mark.parametrize(

@@ -393,6 +393,8 @@ class ScramExchange(Exchange):
     given exactly when the connection is TLS (it enables PLUS and the ``y`` downgrade check).
     ``mock_nonce``: the gateway's secret for mock salts (PostgreSQL: the cluster's mock
     authentication nonce), constant for the gateway's life so that mock salts are stable.
+    ``mock_iterations``: the iteration count a mock secret advertises; PostgreSQL uses its
+    ``scram_iterations``, so that the count does not tell which roles exist.
     After success, :attr:`channel_bound` tells whether PLUS was used and :attr:`client_key` /
     :attr:`server_key` are the keys PostgreSQL 18 keeps for SCRAM pass-through.
     """
@@ -408,6 +410,7 @@ class ScramExchange(Exchange):
         now: datetime,
         tls_end_point_hash: bytes | None,
         mock_nonce: bytes,
+        mock_iterations: int = codes.SCRAM_DEFAULT_ITERATIONS,
     ) -> None:
         super().__init__(user)
         if tls_end_point_hash is not None and not tls_end_point_hash:
@@ -419,7 +422,9 @@ class ScramExchange(Exchange):
             problem = f'User "{user}" does not have a valid SCRAM secret.'
         # scram_init: without a valid secret, go through the motions with a mock one.
         self.doomed = parsed is None
-        self._secret: ScramSecret = parsed or verifiers.mock_scram_secret(user, mock_nonce)
+        self._secret: ScramSecret = parsed or verifiers.mock_scram_secret(
+            user, mock_nonce, mock_iterations
+        )
         self._problem = problem
         self._cb_in_use = False
         self._first: _ClientFirst | None = None
@@ -625,6 +630,7 @@ def choose_exchange(
     tls_end_point_hash: bytes | None,
     password_encryption: str,
     mock_nonce: bytes,
+    mock_iterations: int = codes.SCRAM_DEFAULT_ITERATIONS,
 ) -> Exchange:
     """The exchange PostgreSQL runs for a pg_hba.conf password method (auth.c).
 
@@ -644,7 +650,12 @@ def choose_exchange(
     if method == "md5" and kind is PasswordType.MD5:
         return Md5Exchange(user, secret, now=now)
     return ScramExchange(
-        user, secret, now=now, tls_end_point_hash=tls_end_point_hash, mock_nonce=mock_nonce
+        user,
+        secret,
+        now=now,
+        tls_end_point_hash=tls_end_point_hash,
+        mock_nonce=mock_nonce,
+        mock_iterations=mock_iterations,
     )
 
 

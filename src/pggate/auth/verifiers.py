@@ -261,15 +261,16 @@ def scram_verify_plain(password: bytes, secret: ScramSecret) -> bool:
     return hmac.compare_digest(server_key(salted), secret.server_key)
 
 
-def mock_scram_secret(user: str, mock_nonce: bytes) -> ScramSecret:
+def mock_scram_secret(
+    user: str, mock_nonce: bytes, iterations: int = codes.SCRAM_DEFAULT_ITERATIONS
+) -> ScramSecret:
     """auth-scram.c mock_scram_secret: a plausible verifier for a role that has none.
 
     The salt is SHA-256(username || cluster mock nonce) cut to 16 bytes, so the same unknown name
     always gets the same salt (a real role's salt does not change between attempts either); the
-    keys are zeros and never match, the exchange being doomed anyway.
+    keys are zeros and never match, the exchange being doomed anyway. ``iterations`` is the
+    server's ``scram_iterations`` (scram_mock_salt's caller uses scram_sha_256_iterations).
     """
     salt = hashlib.sha256(wire_bytes(user) + mock_nonce).digest()[: codes.SCRAM_DEFAULT_SALT_LENGTH]
     zeros = bytes(codes.SCRAM_KEY_LENGTH)
-    return ScramSecret(
-        codes.SCRAM_DEFAULT_ITERATIONS, base64.b64encode(salt).decode(), salt, zeros, zeros
-    )
+    return ScramSecret(iterations, base64.b64encode(salt).decode(), salt, zeros, zeros)

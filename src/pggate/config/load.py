@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,44 @@ from pggate.config.settings import (
     SETTINGS,
     Setting,
     SettingError,
+    Value,
     default_value,
     lookup,
     parse_value,
 )
+from pggate.conninfo import backend_address
 from pggate.errors import ConfigError
 
 CONFIG_FILE_NAME = "pggate.conf"
+
+
+def _check_backend(value: Value) -> None:
+    """The backend conninfo is validated where it is written (a GUC check hook's place), so
+    its error names file and line; the message never quotes the value (it may hold a password).
+    """
+    if not value:
+        return  # the embedded cluster
+    try:
+        backend_address(str(value))
+    except ConfigError as exc:
+        raise SettingError(
+            f'invalid value for parameter "backend": {exc.message}',
+            parameter="backend",
+            detail=exc.detail,
+            hint=exc.hint,
+        ) from None
+
+
+# PostgreSQL's check hooks: validation beyond a value's type, run wherever a value is set.
+_CHECK_HOOKS: dict[str, Callable[[Value], None]] = {"backend": _check_backend}
+
+
+def _parse_checked(setting: Setting, text: str) -> Value:
+    value = parse_value(setting, text)
+    hook = _CHECK_HOOKS.get(setting.name)
+    if hook is not None:
+        hook(value)
+    return value
 
 
 def _winners(entries: list[ConfEntry], errors: list[ConfigError]) -> dict[Setting, ConfEntry]:
@@ -49,9 +80,11 @@ def _evaluate(
     root = Path(os.path.abspath(directory))
     entries, errors = read_config(str(root / CONFIG_FILE_NAME), files)
     values: dict[str, Any] = {s.name: default_value(s) for s in SETTINGS}
+    explicitly_set: set[str] = set()
     for setting, entry in _winners(entries, errors).items():
         try:
-            values[setting.name] = parse_value(setting, entry.value)
+            values[setting.name] = _parse_checked(setting, entry.value)
+            explicitly_set.add(setting.name)
         except SettingError as exc:
             errors.append(exc.at(entry.file, entry.line))
     for name, value in overrides.items():
@@ -59,12 +92,13 @@ def _evaluate(
         where = f' (command-line option "-c {name}={value}")'
         try:
             setting = lookup(name.replace("-", "_"))
-            values[setting.name] = parse_value(setting, value)
+            values[setting.name] = _parse_checked(setting, value)
+            explicitly_set.add(setting.name)
         except SettingError as exc:
             errors.append(exc.at(None, None, suffix=where))
     if errors:
         return None, errors
-    return Config(directory=root, **values), []
+    return Config(directory=root, explicitly_set=frozenset(explicitly_set), **values), []
 
 
 def load(

@@ -53,6 +53,9 @@ class Config:
     ssl_tls13_ciphers: str
     trace_connection_negotiation: bool
     workers: int
+    # Names set in a file or with -c (not left at their defaults), for settings whose default
+    # defers to the backend (scram_iterations).
+    explicitly_set: frozenset[str] = frozenset()
 
     def path(self, value: str) -> Path:
         """A file setting's path: relative ones are relative to the gateway directory.

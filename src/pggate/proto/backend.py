@@ -46,6 +46,9 @@ class LoginComplete:
     backend_pid: int
     backend_key: bytes
     leftover: bytes  # bytes after ReadyForQuery (none expected; relayed if present)
+    # The ParameterStatus values the backend reported (GUC_REPORT settings, e.g. its
+    # server_version and, from PostgreSQL 16, scram_iterations).
+    parameters: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,7 @@ class BackendLogin:
     _buffer: bytearray = field(default_factory=bytearray)
     _burst: bytearray = field(default_factory=bytearray)
     _key: tuple[int, bytes] | None = None
+    _reported: dict[str, str] = field(default_factory=dict)
     _scram: ScramPasswordClient | ScramKeyClient | None = None
 
     def startup(self) -> bytes:
@@ -114,8 +118,13 @@ class BackendLogin:
             self._burst += raw
             self.state = LoginState.DONE
             pid, key = self._key if self._key is not None else (0, b"")
-            return LoginComplete(bytes(self._burst), pid, key, bytes(self._buffer))
+            return LoginComplete(
+                bytes(self._burst), pid, key, bytes(self._buffer), dict(self._reported)
+            )
         else:
+            if kind == codes.MSG_PARAMETER_STATUS:
+                name, value = codec.parse_parameter_status(body)
+                self._reported[name] = value
             self._burst += raw
         return None
 

@@ -110,6 +110,13 @@ class Startup:
 
 
 @dataclass(frozen=True, slots=True)
+class Trace:
+    """A ``trace_connection_negotiation`` log line (only when the negotiator traces)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """Send ``error`` (if any) on the current transport, then close; ``log`` is for the log."""
 
@@ -117,7 +124,15 @@ class Close:
     log: str | None
 
 
-Event = Send | StartTLS | StartDirectTLS | StartGSS | Cancel | Startup | Close
+Event = Send | StartTLS | StartDirectTLS | StartGSS | Cancel | Startup | Close | Trace
+
+# ProcessStartupPacket / ProcessSSLStartup's lines under trace_connection_negotiation.
+TRACE_SSL_ACCEPTED = "SSLRequest accepted"
+TRACE_SSL_REJECTED = "SSLRequest rejected"
+TRACE_GSS_ACCEPTED = "GSSENCRequest accepted"
+TRACE_GSS_REJECTED = "GSSENCRequest rejected"
+TRACE_DIRECT_ACCEPTED = "direct SSL connection accepted"
+TRACE_DIRECT_REJECTED = "direct SSL connection rejected"
 
 
 # --- the state machine ------------------------------------------------------------------------
@@ -303,13 +318,15 @@ class Negotiator:
 
     ``ssl_enabled``: a TLS context is loaded and the socket is TCP. ``gss_enabled``: GSSAPI is
     available and the socket is TCP (PostgreSQL checks nothing else before answering ``G``).
+    ``trace``: PostgreSQL 17's trace_connection_negotiation: say each answer as a Trace event.
     """
 
-    __slots__ = ("_buffer", "gss_enabled", "ssl_enabled", "state")
+    __slots__ = ("_buffer", "gss_enabled", "ssl_enabled", "state", "trace")
 
-    def __init__(self, ssl_enabled: bool, gss_enabled: bool) -> None:
+    def __init__(self, ssl_enabled: bool, gss_enabled: bool, *, trace: bool = False) -> None:
         self.ssl_enabled = ssl_enabled
         self.gss_enabled = gss_enabled
+        self.trace = trace
         self.state = State.FRESH
         self._buffer = bytearray()
 
@@ -381,12 +398,23 @@ class Negotiator:
     def _act(self, input_: Input, item: StartupPacket | ClientError | SilentClose) -> list[Event]:
         action = self._move(input_)
         if action is Action.ACCEPT_SSL:
-            return [Send(codes.SSL_ACCEPT), StartTLS(self._take_buffer())]
+            return [
+                *self._traced(TRACE_SSL_ACCEPTED),
+                Send(codes.SSL_ACCEPT),
+                StartTLS(self._take_buffer()),
+            ]
         if action is Action.ACCEPT_GSS:
-            return [Send(codes.GSS_ACCEPT), StartGSS(self._take_buffer())]
+            return [
+                *self._traced(TRACE_GSS_ACCEPTED),
+                Send(codes.GSS_ACCEPT),
+                StartGSS(self._take_buffer()),
+            ]
         if action in (Action.REFUSE_SSL, Action.REFUSE_GSS):
+            trace = self._traced(
+                TRACE_SSL_REJECTED if action is Action.REFUSE_SSL else TRACE_GSS_REJECTED
+            )
             if not self._buffer:
-                return [Send(codes.ENCRYPTION_REFUSE)]
+                return [*trace, Send(codes.ENCRYPTION_REFUSE)]
             # Bytes behind the request were sent before the client could have seen our answer:
             # plaintext, possibly injected. PostgreSQL sends N, then a FATAL
             # (pq_buffer_remaining_data() > 0 in ProcessStartupPacket).
@@ -395,14 +423,16 @@ class Negotiator:
                 if action is Action.REFUSE_SSL
                 else Input.CLEARTEXT_AFTER_GSS_N
             )
-            return [Send(codes.ENCRYPTION_REFUSE), *self._act(cleartext, item)]
+            return [*trace, Send(codes.ENCRYPTION_REFUSE), *self._act(cleartext, item)]
         if action is Action.REJECT_CLEARTEXT:
             return [self._fail(ProtocolViolation(f"received {input_.value}", detail=_MITM_DETAIL))]
         if action is Action.START_DIRECT_TLS:
             return [StartDirectTLS(self._take_buffer())]
         if action is Action.REJECT_DIRECT_TLS:
-            # No TLS alert, no PostgreSQL error: the client sees EOF mid-handshake.
-            return [self._fail(SilentClose("direct SSL connection rejected"))]
+            # No TLS alert, no PostgreSQL error: the client sees EOF mid-handshake; the log
+            # line is ProcessSSLStartup's, written only under trace_connection_negotiation.
+            self._buffer.clear()
+            return [Close(None, TRACE_DIRECT_REJECTED if self.trace else None)]
         if action is Action.REPEATED_REQUEST:
             # Not answered again: read as protocol version 1234.5679 (or .5680) → FATAL 0A000.
             code = codes.NEGOTIATE_SSL_CODE if input_ in _SSL_REQUESTS else codes.NEGOTIATE_GSS_CODE
@@ -425,6 +455,9 @@ class Negotiator:
                 self._buffer.clear()
                 return [Close((negotiate or b"") + codec.render_error(exc), exc.message)]
         return [Startup(item, negotiate, effective_protocol(item.version), self._take_buffer())]
+
+    def _traced(self, text: str) -> list[Event]:
+        return [Trace(text)] if self.trace else []
 
     def _fail(self, error: ClientError | SilentClose) -> Close:
         self._buffer.clear()

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from pggate.auth import cert, password, verifiers
 from pggate.auth import gss as gss_auth
+from pggate.config import Config
 from pggate.errors import ClientError, SilentClose
 from pggate.hba import HbaRule
 from pggate.proto import codec, codes
@@ -75,6 +77,22 @@ class MockNonce:
                 log.info("using a per-process mock authentication nonce")
                 self.value = secrets.token_bytes(32)
         return self.value
+
+
+def mock_iterations(cfg: Config, reported: Mapping[str, str]) -> int:
+    """The iteration count a doomed SCRAM exchange advertises.
+
+    PostgreSQL's mock secret uses the server's scram_iterations, so an unknown role looks like
+    one whose verifier was made with the current setting (CVE-2026-14672 class). pggate's own
+    scram_iterations wins when set; otherwise the backend's (reported at login, PostgreSQL 16+),
+    else PostgreSQL's default.
+    """
+    if "scram_iterations" in cfg.explicitly_set:
+        return cfg.scram_iterations
+    text = reported.get("scram_iterations", "")
+    if text.isascii() and text.isdigit() and 0 < int(text) < 2**31:
+        return int(text)
+    return cfg.scram_iterations
 
 
 async def authenticate(
@@ -148,8 +166,11 @@ async def _password(
     mock_nonce: MockNonce,
 ) -> AuthResult:
     """password / md5 / scram-sha-256 with the verifier read from the backend's pg_authid."""
+    reported: Mapping[str, str] = {}
     try:
-        rows = await catalog.run_query(policy.backend, verifiers.role_secret_sql(user))
+        rows, reported = await catalog.run_query_reporting(
+            policy.backend, verifiers.role_secret_sql(user)
+        )
     except UnicodeEncodeError:
         rows = []  # a name the backend cannot hold is a role that does not exist
     secret = verifiers.parse_role_secret(rows)
@@ -162,6 +183,7 @@ async def _password(
         tls_end_point_hash=tls_end_point_hash,
         password_encryption=policy.config.password_encryption,
         mock_nonce=await mock_nonce.get(policy),
+        mock_iterations=mock_iterations(policy.config, reported),
     )
     client.send(exchange.start())
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 from pggate.conninfo import BackendAddress
 from pggate.proto import codec, query
@@ -12,10 +13,23 @@ from pggate.server import upstream
 DEFAULT_ROLE = "postgres"
 
 
-async def run_query(address: BackendAddress, sql: str) -> list[list[str | None]]:
+Rows = list[list[str | None]]
+
+
+async def run_query(address: BackendAddress, sql: str) -> Rows:
     """Run one fixed query as pggate's own role and return its rows."""
+    rows, _ = await run_query_reporting(address, sql)
+    return rows
+
+
+async def run_query_reporting(address: BackendAddress, sql: str) -> tuple[Rows, Mapping[str, str]]:
+    """run_query, plus the ParameterStatus values the backend reported at login."""
     role = address.user or DEFAULT_ROLE
-    params = {"user": role, "database": address.dbname or role, "application_name": "pggate"}
+    params = {
+        "user": role,
+        "database": address.dbname or role,
+        "application_name": address.application_name,
+    }
     session = await upstream.login(address, role, params)
     if isinstance(session, LoginFailed):
         raise upstream.backend_unavailable(
@@ -35,7 +49,7 @@ async def run_query(address: BackendAddress, sql: str) -> list[list[str | None]]
         session.transport.close()
     if result.error is not None:
         raise upstream.backend_unavailable(f"catalog query failed: {result.error.get('M')}")
-    return result.rows
+    return result.rows, session.login.parameters
 
 
 async def role_memberships(address: BackendAddress, user: str) -> frozenset[str]:

@@ -167,13 +167,16 @@ class ClientSession(InboxProtocol):
         # swaps certificates before authentication.
         self.end_point_hash = self.gateway.tls_end_point_hash
         gss = self.gateway.gss_enabled
-        negotiator = neg.Negotiator(ssl_enabled=tls is not None, gss_enabled=gss)
+        trace = self.gateway.policy.config.trace_connection_negotiation
+        negotiator = neg.Negotiator(ssl_enabled=tls is not None, gss_enabled=gss, trace=trace)
         while True:
             data = await self.receive()
             events = negotiator.receive(data) if data is not None else negotiator.eof()
             for event in events:
                 if isinstance(event, neg.Send):
                     self.send(event.data)
+                elif isinstance(event, neg.Trace):
+                    log.info("%s", event.text)
                 elif isinstance(event, neg.Close):
                     if event.error:
                         self.send(event.error)
@@ -193,7 +196,14 @@ class ClientSession(InboxProtocol):
                     self.plain[:0] = await self._start_tls(tls, event.pending, direct=False)
                     negotiator.encryption_established("ssl")
                 elif isinstance(event, neg.StartDirectTLS) and tls is not None:
-                    self.plain[:0] = await self._start_tls(tls, event.initial, direct=True)
+                    try:
+                        self.plain[:0] = await self._start_tls(tls, event.initial, direct=True)
+                    except SilentClose:
+                        if trace:
+                            log.info("%s", neg.TRACE_DIRECT_REJECTED)
+                        raise
+                    if trace:
+                        log.info("%s", neg.TRACE_DIRECT_ACCEPTED)
                     negotiator.encryption_established("direct_ssl")
                 elif isinstance(event, neg.StartGSS) and gss:
                     self.plain[:0] = await self._start_gss(event.pending)
