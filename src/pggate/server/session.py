@@ -45,6 +45,12 @@ class ClientSession(InboxProtocol):
         self.gateway = gateway
         self.host = "[unknown]"
         self.port = ""
+        # What log lines call the client: its address, or with log_hostname its host name
+        # (PostgreSQL's port->remote_host).
+        self.remote_host = self.host
+        # A reverse lookup already made for log_hostname (port->remote_hostname), reused by
+        # pg_hba.conf host-name matching, which still confirms it with a forward lookup.
+        self.remote_hostname: str | None = None
         self.counted = False
         self.task: asyncio.Task[None] | None = None
         self.channel: TlsChannel | GssChannel | None = None
@@ -60,17 +66,20 @@ class ClientSession(InboxProtocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.host, self.port = str(peer[0]), str(peer[1])
+            self.remote_host = self.host
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if "receipt" in self.gateway.policy.config.log_connections:
-            log.info("connection received: host=%s port=%s", self.host, self.port)
         self.task = asyncio.get_running_loop().create_task(self._run())
         self.gateway.handshaking.add(self)
 
     async def _run(self) -> None:
         policy = self.gateway.policy  # one snapshot for the whole login
         try:
+            if policy.config.log_hostname:
+                await self._resolve_remote_host(policy.config.authentication_timeout)
+            if "receipt" in policy.config.log_connections:
+                log.info("connection received: host=%s port=%s", self.remote_host, self.port)
             try:
                 async with asyncio.timeout(policy.config.authentication_timeout):
                     startup, protocol = await self._negotiate()
@@ -99,7 +108,7 @@ class ClientSession(InboxProtocol):
         except ClientError as err:
             self._fail(err)
         except Exception:
-            log.exception("unexpected error in client session from host=%s", self.host)
+            log.exception("unexpected error in client session from host=%s", self.remote_host)
             self._fail(ClientError(codes.SQLSTATE_INTERNAL_ERROR, "internal error in pggate"))
         finally:
             self.gateway.handshaking.discard(self)
@@ -322,7 +331,7 @@ class ClientSession(InboxProtocol):
                 seconds,
                 self.startup.user,
                 self.startup.database,
-                self.host,
+                self.remote_host,
                 self.port,
             )
 
@@ -359,13 +368,36 @@ class ClientSession(InboxProtocol):
             )
         return rule
 
+    async def _resolve_remote_host(self, limit: float) -> None:
+        """log_hostname: BackendInitialize's pg_getnameinfo_all without NI_NUMERICHOST.
+
+        As in PostgreSQL the look-up does not count against authentication_timeout; pggate
+        still bounds it by that time so a hanging resolver cannot hold the connection forever.
+        A failed look-up leaves the numeric address (PostgreSQL logs a WARNING).
+        """
+        try:
+            async with asyncio.timeout(limit):
+                name, _ = await asyncio.get_running_loop().getnameinfo(
+                    (self.host, int(self.port or 0)), socket.NI_NUMERICSERV
+                )
+        except (OSError, UnicodeError, ValueError, TimeoutError) as exc:
+            log.warning("pg_getnameinfo_all() failed: %s", exc)
+            return
+        self.remote_host = name
+        try:
+            ipaddress.ip_address(name.split("%")[0])
+        except ValueError:
+            self.remote_hostname = name  # a real name, not the address echoed back
+
     async def _verified_hostname(
         self, address: ipaddress.IPv4Address | ipaddress.IPv6Address
     ) -> str | None:
         """Reverse-resolve the client and confirm with a forward look-up (hba.c check_hostname)."""
         loop = asyncio.get_running_loop()
         try:
-            name, _ = await loop.getnameinfo((str(address), 0), socket.NI_NAMEREQD)
+            name = self.remote_hostname
+            if name is None:
+                name, _ = await loop.getnameinfo((str(address), 0), socket.NI_NAMEREQD)
             infos = await loop.getaddrinfo(name, None)
         except (OSError, UnicodeError):
             return None
