@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from pggate import certs, embedded
+from pggate import certs, embedded, preflight
 from pggate import config as config_module
 from pggate import policy as policy_module
 from pggate.conninfo import backend_address
@@ -67,20 +67,19 @@ def create(
 
 
 def check(directory: Path, overrides: Mapping[str, str]) -> list[str]:
-    """Every problem that would stop ``pggate serve DIR``, as messages."""
-    problems = [str(err) for err in config_module.check(directory, overrides)]
-    if problems:
-        return problems
-    try:
-        snapshot = policy_module.load(directory, overrides)
-    except ConfigError as err:
-        return [str(err)]
-    keyfile = snapshot.config.krb_server_keyfile
+    """Every problem that would stop ``pggate serve DIR`` (and a few it would only log), each
+    rendered as the server log shows it; serve's own loading does the work (preflight)."""
+    found = preflight.problems(directory, overrides)
+    problems = [preflight.render(err) for err in found]
+    if found and config_module.check(directory, overrides):
+        return problems  # without a valid pggate.conf nothing else can be located
+    snapshot_config = config_module.load(directory, overrides)
+    keyfile = snapshot_config.krb_server_keyfile
     if keyfile:
-        problem = keytab_problem(snapshot.config.path(keyfile.removeprefix("FILE:")))
+        problem = keytab_problem(snapshot_config.path(keyfile.removeprefix("FILE:")))
         if problem:
             problems.append(problem)
-    if snapshot.embedded:
+    if not snapshot_config.backend:
         data_dir = directory / policy_module.EMBEDDED_DATA_DIR
         if not (data_dir / "PG_VERSION").is_file():
             problems.append(
@@ -88,7 +87,7 @@ def check(directory: Path, overrides: Mapping[str, str]) -> list[str]:
                 '(run "pggate init", or set backend)'
             )
         try:
-            embedded.find_postgres_bindir(snapshot.config.postgres_bindir or None)
+            embedded.find_postgres_bindir(snapshot_config.postgres_bindir or None)
         except PggateError as err:
             problems.append(str(err))
     return problems

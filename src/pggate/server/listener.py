@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
 import logging
 import os
 import signal
 import socket
-import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from pggate import config as config_module
-from pggate import logs, pidfile, tlsconf
+from pggate import logs, pidfile
 from pggate import policy as policy_module
-from pggate.config import Config
 from pggate.errors import ConfigError, PggateError
+from pggate.preflight import load_tls
 from pggate.server import workers
 from pggate.server.gateway import Gateway, end_point_hash
 
@@ -68,28 +66,6 @@ async def open_listeners(gateway: Gateway) -> list[asyncio.Server]:
     if not servers and cfg.listen_addresses.strip():
         raise PggateError("could not create any TCP/IP sockets")
     return servers
-
-
-def terminal_prompt() -> Callable[[str], str] | None:
-    """Ask for a key passphrase on the controlling terminal; None when there is none."""
-    try:
-        with open("/dev/tty"):
-            pass
-    except OSError:
-        return None
-    return getpass.getpass
-
-
-def load_tls(cfg: Config, *, reloading: bool) -> ssl.SSLContext | None:
-    """The server TLS context for ``cfg`` (None when ssl is off); raises ConfigError."""
-    if not cfg.ssl:
-        return None
-    return tlsconf.build_server_context(
-        tlsconf.TlsSettings.from_config(cfg),
-        reloading=reloading,
-        prompt=None if reloading else terminal_prompt(),
-        log=log.info,
-    )
 
 
 async def open_cancel_socket(gateway: Gateway) -> asyncio.Server:
@@ -168,10 +144,16 @@ async def serve_forever(gateway: Gateway, overrides: Mapping[str, str]) -> int:
 
 def run(directory: Path, overrides: Mapping[str, str]) -> int:
     """Load the directory, start the embedded cluster if it is the backend, serve."""
-    from pggate import embedded
+    from pggate import embedded, preflight
 
-    policy = policy_module.load(directory, overrides)
-    tls_context = load_tls(policy.config, reloading=False)
+    try:
+        loaded = preflight.load(directory, overrides)
+    except preflight.StartupFailure as failure:
+        # As PostgreSQL: each problem is logged, then one FATAL line says what could not load.
+        for problem in failure.errors:
+            logs.report(log, logging.INFO, problem)
+        raise
+    policy, tls_context = loaded.policy, loaded.tls_context
     pidfile.claim(directory, policy.config.port)
     cluster = None
     if policy.embedded:
