@@ -19,13 +19,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from gssapi.raw.creds import Creds
-from gssapi.raw.misc import GSSError
-from gssapi.raw.names import display_name as _display_name
-from gssapi.raw.sec_contexts import SecurityContext
-from gssapi.raw.sec_contexts import accept_sec_context as _accept_sec_context
-from gssapi.raw.types import RequirementFlag
-
+from pggate import gss_support
 from pggate.auth.cert import method_failure
 from pggate.errors import ClientError, ProtocolViolation
 from pggate.hba import IdentMaps
@@ -33,6 +27,16 @@ from pggate.hba.names import ascii_lower
 from pggate.proto import codec, codes
 from pggate.proto.messages import wire_str
 from pggate.transport.gss import gss_status_detail
+
+# python-gssapi is the optional extra pggate[gss]. Without it this module still imports (the
+# principal check needs none of it), and GssAuthExchange() refuses to start.
+if gss_support.available():
+    from gssapi.raw.creds import Creds
+    from gssapi.raw.misc import GSSError
+    from gssapi.raw.names import display_name as _display_name
+    from gssapi.raw.sec_contexts import SecurityContext
+    from gssapi.raw.sec_contexts import accept_sec_context as _accept_sec_context
+    from gssapi.raw.types import RequirementFlag
 
 _METHOD = "gss"
 
@@ -188,6 +192,7 @@ class GssAuthExchange:
     def __init__(
         self, credentials: Creds | None, *, user: str, accept_delegation: bool = False
     ) -> None:
+        gss_support.require()
         self._creds = credentials
         self._accept_delegation = accept_delegation
         self._ctx: SecurityContext | None = None

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pggate import gss_support
 from pggate.config.files import FileSource
 from pggate.config.lexer import ConfEntry, read_config
 from pggate.config.model import Config
@@ -48,8 +49,22 @@ def _check_backend(value: Value) -> None:
         ) from None
 
 
+def _check_krb_server_keyfile(value: Value) -> None:
+    """A keytab turns GSSAPI on, and GSSAPI is the optional extra pggate[gss] (gss_support)."""
+    if value and not gss_support.available():
+        raise SettingError(
+            gss_support.KEYFILE_MESSAGE,
+            parameter="krb_server_keyfile",
+            detail=gss_support.missing_detail(),
+            hint=gss_support.HINT,
+        )
+
+
 # PostgreSQL's check hooks: validation beyond a value's type, run wherever a value is set.
-_CHECK_HOOKS: dict[str, Callable[[Value], None]] = {"backend": _check_backend}
+_CHECK_HOOKS: dict[str, Callable[[Value], None]] = {
+    "backend": _check_backend,
+    "krb_server_keyfile": _check_krb_server_keyfile,
+}
 
 
 def _parse_checked(setting: Setting, text: str) -> Value:

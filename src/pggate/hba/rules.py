@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import EllipsisType
 from typing import Literal
 
+from pggate import gss_support
 from pggate.errors import ConfigError
 from pggate.hba.address import (
     AddressKind,
@@ -127,9 +128,14 @@ def load_hba(
     ssl_enabled: bool,
     warn: Callable[[str], None],
     oauth_validator_libraries: Sequence[str] = (),
+    gss_supported: Callable[[], bool] = gss_support.available,
 ) -> HbaPolicy:
     """Read, tokenize and validate pg_hba.conf; raises ConfigError (``AuthFileError`` listing
-    every bad line) and reports PostgreSQL's load-time warnings through ``warn``."""
+    every bad line) and reports PostgreSQL's load-time warnings through ``warn``.
+
+    ``gss_supported`` says whether this installation can do GSSAPI (the extra pggate[gss]);
+    it is asked only when a line needs GSSAPI, so a file without one never loads python-gssapi.
+    """
 
     def parse(line: AuthLine) -> HbaRule:
         return parse_hba_line(
@@ -137,6 +143,7 @@ def load_hba(
             ssl_enabled=ssl_enabled,
             warn=warn,
             oauth_validator_libraries=oauth_validator_libraries,
+            gss_supported=gss_supported,
         )
 
     rules = parse_auth_file(path, files, warn, parse)
@@ -178,6 +185,7 @@ def parse_hba_line(
     ssl_enabled: bool,
     warn: Callable[[str], None],
     oauth_validator_libraries: Sequence[str] = (),
+    gss_supported: Callable[[], bool] = gss_support.available,
 ) -> HbaRule:
     """Validate one tokenized line; raises ConfigError with the line's file and number."""
     fields = _Fields(line)
@@ -187,10 +195,14 @@ def parse_hba_line(
         raise line.config_error(f'invalid connection type "{conn_token.string}"')
     if conn_type is ConnType.HOSTSSL and not ssl_enabled:
         warn(str(line.config_error("hostssl record cannot match because SSL is disabled")))
+    if conn_type is ConnType.HOSTGSSENC and not gss_supported():
+        # hba.c without ENABLE_GSS: the line loads, and can never match.
+        text = "hostgssenc record cannot match because GSSAPI is not supported by this build"
+        warn(f"{line.config_error(text)}\nHINT:  {gss_support.HINT}")
     databases = tuple(compile_token(t, line) for t in fields.next("database specification"))
     users = tuple(compile_token(t, line) for t in fields.next("role specification"))
     address = None if conn_type is ConnType.LOCAL else _parse_address(fields)
-    method = _parse_method(fields, conn_type)
+    method = _parse_method(fields, conn_type, gss_supported)
 
     state = OptionState(method, conn_type, line.config_error, warn)
     for tokens in fields.rest():
@@ -226,6 +238,10 @@ def parse_hba_line(
     )
 
 
+def _unsupported_method(line: AuthLine, name: str) -> ConfigError:
+    return line.config_error(f'invalid authentication method "{name}": not supported by this build')
+
+
 def _parse_address(fields: _Fields) -> AddressSpec:
     """The ADDRESS column (and the separate mask column when the address has no ``/``)."""
     line = fields.line
@@ -256,16 +272,21 @@ def _parse_address(fields: _Fields) -> AddressSpec:
     return AddressSpec(AddressKind.IP, address=address, mask=mask)
 
 
-def _parse_method(fields: _Fields, conn_type: ConnType) -> AuthMethod:
+def _parse_method(
+    fields: _Fields, conn_type: ConnType, gss_supported: Callable[[], bool]
+) -> AuthMethod:
     line = fields.line
     name = fields.single("authentication method", "authentication type").string
     if name in UNSUPPORTED_METHODS:
-        raise line.config_error(
-            f'invalid authentication method "{name}": not supported by this build'
-        )
+        raise _unsupported_method(line, name)
     method = _METHODS.get(name)
     if method is None:
         raise line.config_error(f'invalid authentication method "{name}"')
+    if method is AuthMethod.GSS and not gss_supported():
+        # hba.c without ENABLE_GSS (unsupauth = "gss"); the HINT names what is missing.
+        error = _unsupported_method(line, name)
+        error.detail, error.hint = gss_support.missing_detail(), gss_support.HINT
+        raise error
     local = conn_type is ConnType.LOCAL
     if local and method is AuthMethod.IDENT:
         # Backwards compatibility: ident over a Unix socket has always meant peer.

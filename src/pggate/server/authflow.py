@@ -15,18 +15,18 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from pggate.auth import cert, password, verifiers
-from pggate.auth import gss as gss_auth
 from pggate.config import Config
 from pggate.errors import ClientError, SilentClose
 from pggate.hba import HbaRule
 from pggate.proto import codec, codes
 from pggate.proto.messages import StartupMessage
 from pggate.server import catalog
-from pggate.transport.gss import GssChannel
+from pggate.transport import is_gss
 from pggate.transport.tls import TlsChannel
 
 if TYPE_CHECKING:
     from pggate.policy import Policy
+    from pggate.transport.gss import GssChannel
 
 log = logging.getLogger("pggate.auth")
 
@@ -219,10 +219,13 @@ async def _gss(
     where: str,
 ) -> AuthResult:
     """gss: the encryption handshake already authenticated the client, or run the exchange."""
+    # Imported here: python-gssapi loads only when a pg_hba.conf line asks for gss.
+    from pggate.auth import gss as gss_auth
+
     cfg = policy.config
     channel = client.channel
     before_ok = b""
-    if isinstance(channel, GssChannel):
+    if is_gss(channel):
         principal, delegated = channel.principal or "", channel.delegated_credentials
     else:
         exchange = gss_auth.GssAuthExchange(

@@ -10,12 +10,12 @@ import os
 import secrets
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import psutil
 
-from pggate import tlsconf
+from pggate import pidfile, tlsconf
 from pggate.conninfo import BackendAddress
 from pggate.errors import ClientError
 from pggate.policy import Policy
@@ -148,12 +148,13 @@ class Gateway:
         self.worker = worker
         self.supervisor_pid = supervisor_pid  # set when several workers share the port
         self.pool = pool.BackendPool()
+        self.reload_generation = 0
         self.configure(policy)
         self.connection_count = 0
         self.stopping = False
         self.cancel_keys = CancelKeys(worker=worker)
         self.handshaking: set[ClientSession] = set()
-        self.relaying: dict[ClientSession, tuple[asyncio.Transport, asyncio.Transport]] = {}
+        self.relaying: dict[ClientSession, tuple[relay.RelayEnd, relay.RelayEnd]] = {}
         self.local_interfaces = local_interfaces()
         self.idle = asyncio.Event()
         self.idle.set()
@@ -168,6 +169,21 @@ class Gateway:
         )
         if cfg.pool_mode != "session":
             self.pool.close_all()
+
+    def reloaded(self, errors: Sequence[str]) -> None:
+        """Publish what a SIGHUP did for ``pggate reload`` (``DIR/pggate.reload.N``): the
+        errors logged, empty when every file was reloaded."""
+        self.reload_generation += 1
+        result = pidfile.ReloadResult(
+            server=self.supervisor_pid or os.getpid(),
+            pid=os.getpid(),
+            generation=self.reload_generation,
+            errors=tuple(errors),
+        )
+        try:
+            pidfile.write_reload_result(self.policy.config.directory, self.worker, result)
+        except OSError as exc:
+            log.warning("could not record the result of the reload: %s", exc)
 
     def new_session(self) -> ClientSession:
         return ClientSession(self)
@@ -187,7 +203,11 @@ class Gateway:
         channel: relay.Channel | None = None,
         release: Callable[[asyncio.Transport], None] | None = None,
     ) -> None:
-        self.relaying[session] = (client, backend)
+        if release is None:
+            ends = relay.make_ends(client, backend, channel)
+        else:
+            ends = pool.make_ends(client, backend, channel, release)
+        self.relaying[session] = ends
         self.idle.clear()
 
         def closed() -> None:
@@ -197,15 +217,8 @@ class Gateway:
             if not self.relaying:
                 self.idle.set()
 
-        ends = None if release is None else pool.make_ends(client, backend, channel, release)
         relay.splice(
-            client,
-            backend,
-            to_client=to_client,
-            to_backend=to_backend,
-            on_close=closed,
-            channel=channel,
-            ends=ends,
+            client, backend, ends, to_client=to_client, to_backend=to_backend, on_close=closed
         )
 
     async def cancel(self, pid: int, key: bytes) -> None:
@@ -232,7 +245,8 @@ class Gateway:
             log.info("closing remaining sessions without a FATAL: %s", exc)
 
     def close_all(self) -> None:
-        """Drop every session now (SIGINT / fast shutdown)."""
+        """Drop every session now (after the smart shutdown's grace, or fast shutdown's wait for
+        backends to go); an encrypted client hears the channel's goodbye first."""
         for session in list(self.handshaking):
             session.abort()
         for client, backend in list(self.relaying.values()):

@@ -5,6 +5,11 @@ one ``write`` to the peer. When a peer's kernel buffer fills (its transport call
 ``pause_writing`` on *our* protocol for that transport), we stop reading from the other side,
 and resume when it drains. Both ends drop their references to each other in
 ``connection_lost`` so a closed session is freed by reference counting, not by a full GC.
+
+Ends are closed through :meth:`RelayEnd.close`, so an encrypted client hears the channel's
+goodbye first (TLS close_notify, as be_tls_close sends it when a backend exits): when its
+backend goes (a FATAL, fast shutdown), when the gateway closes the session (shutdown), and in
+answer to the client's own close_notify. Only after a channel error is the socket just closed.
 """
 
 from __future__ import annotations
@@ -12,13 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeAlias
 
 from pggate import logs
 from pggate.transport import CHANNEL_ERRORS
-from pggate.transport.gss import GssChannel
 from pggate.transport.tls import TlsChannel
 
-Channel = TlsChannel | GssChannel
+if TYPE_CHECKING:
+    from pggate.transport.gss import GssChannel
+
+Channel: TypeAlias = "TlsChannel | GssChannel"
 
 log = logging.getLogger("pggate.relay")
 
@@ -56,6 +64,11 @@ class RelayEnd(asyncio.Protocol):
         if peer is not None and peer.transport is not None:
             peer.transport.resume_reading()
 
+    def close(self) -> None:
+        """Close this side (after the channel's goodbye, on an encrypted client side)."""
+        if self.transport is not None:
+            self.transport.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
         peer, on_close = self.peer, self._on_close
         self.peer = None
@@ -63,8 +76,7 @@ class RelayEnd(asyncio.Protocol):
         self._on_close = None
         if peer is not None:
             peer.peer = None
-            if peer.transport is not None:
-                peer.transport.close()
+            peer.close()
         if on_close is not None:
             on_close()
 
@@ -95,12 +107,21 @@ class TlsClientEnd(RelayEnd):
             if queued:
                 self.transport.write(queued)
             if channel.peer_closed:
-                self.transport.close()
+                self.close()
 
     def forward(self, plain: bytes) -> None:
         peer = self.peer
         if peer is not None and peer.transport is not None:
             peer.transport.write(plain)
+
+    def close(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            # be_tls_close: close_notify before the socket goes. After a bare TCP close psql 15
+            # says "SSL SYSCALL error: EOF detected", not PostgreSQL's "SSL connection has
+            # been closed unexpectedly" (test_shutdown_tls compares them).
+            transport.write(self.channel.close())
+            transport.close()
 
 
 class TlsBackendEnd(RelayEnd):
@@ -118,30 +139,30 @@ class TlsBackendEnd(RelayEnd):
             peer.transport.write(self.channel.encrypt(data))
 
 
+def make_ends(
+    client: asyncio.Transport, backend: asyncio.Transport, channel: Channel | None
+) -> tuple[RelayEnd, RelayEnd]:
+    """The pair of protocols for a session: plain, or through the client's channel."""
+    if channel is None:
+        return RelayEnd(client), RelayEnd(backend)
+    return TlsClientEnd(client, channel), TlsBackendEnd(backend, channel)
+
+
 def splice(
     client: asyncio.Transport,
     backend: asyncio.Transport,
+    ends: tuple[RelayEnd, RelayEnd],
     *,
     to_client: bytes,
     to_backend: bytes,
     on_close: Callable[[], None],
-    channel: Channel | None = None,
-    ends: tuple[RelayEnd, RelayEnd] | None = None,
 ) -> None:
-    """Switch both transports to relaying, after flushing bytes already in hand.
+    """Switch both transports to relaying through ``ends`` (from :func:`make_ends`, or the
+    pool's variants), after flushing bytes already in hand.
 
-    ``to_client`` is already encoded for the wire (encrypted when ``channel`` is given).
-    ``ends`` replaces the default pair of protocols (the pool's variants).
+    ``to_client`` is already encoded for the wire (encrypted when the session has a channel).
     """
-    client_end: RelayEnd
-    backend_end: RelayEnd
-    if ends is not None:
-        client_end, backend_end = ends
-    elif channel is None:
-        client_end, backend_end = RelayEnd(client), RelayEnd(backend)
-    else:
-        client_end = TlsClientEnd(client, channel)
-        backend_end = TlsBackendEnd(backend, channel)
+    client_end, backend_end = ends
     client_end.peer, backend_end.peer = backend_end, client_end
     client_end._on_close = on_close
     for transport, end in ((client, client_end), (backend, backend_end)):

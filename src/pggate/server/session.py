@@ -26,13 +26,13 @@ from pggate.server import authflow, catalog, relay, upstream
 from pggate.server.authflow import AuthResult
 from pggate.server.inbox import InboxProtocol
 from pggate.server.pool import pool_key
-from pggate.transport import CHANNEL_ERRORS
-from pggate.transport.gss import GssChannel, GssError
+from pggate.transport import CHANNEL_ERRORS, GssError, is_gss
 from pggate.transport.tls import TlsChannel, TlsHandshakeError
 
 if TYPE_CHECKING:
     from pggate.policy import Policy
     from pggate.server.gateway import Gateway
+    from pggate.transport.gss import GssChannel
 
 log = logging.getLogger("pggate.session")
 
@@ -266,6 +266,9 @@ class ClientSession(InboxProtocol):
         the channel is now active (shared/protocol.md §1.4). The injected bytes are never
         read as protocol; a legitimate client learns of the attack through its own channel.
         """
+        # Imported here: python-gssapi loads only once a client asks for GSS encryption.
+        from pggate.transport.gss import GssChannel
+
         channel = GssChannel(
             None, accept_delegation=self.gateway.policy.config.gss_accept_delegation
         )
@@ -345,7 +348,7 @@ class ClientSession(InboxProtocol):
         facts = ConnectionFacts(
             is_local=False,
             ssl=isinstance(self.channel, TlsChannel),
-            gss=isinstance(self.channel, GssChannel),
+            gss=is_gss(self.channel),
             address=address,
             hostname=hostname,
             database=startup.database,
@@ -410,13 +413,11 @@ class ClientSession(InboxProtocol):
         if isinstance(channel, TlsChannel) and channel.cipher is not None:
             name, bits = channel.cipher
             return f" SSL enabled (protocol={channel.version}, cipher={name}, bits={bits})"
-        encrypted = isinstance(channel, GssChannel)
+        encrypted = is_gss(channel)
         if not (encrypted or self.auth.gss_authenticated):
             return ""
         auth = self.auth
-        delegated = auth.gss_delegated or (
-            isinstance(channel, GssChannel) and channel.delegated_credentials
-        )
+        delegated = auth.gss_delegated or (is_gss(channel) and channel.delegated_credentials)
         text = (
             f" GSS (authenticated={'yes' if auth.gss_authenticated else 'no'}, "
             f"encrypted={'yes' if encrypted else 'no'}, "
@@ -495,10 +496,12 @@ class ClientSession(InboxProtocol):
         log.log(logs.FATAL, "%s", err.message, extra=extra)
 
     def abort(self) -> None:
-        """Stop a session that has not reached the relay (shutdown)."""
-        if self.task is not None:
+        """Stop a session that has not reached the relay (shutdown). Its task's ``finally``
+        closes the connection, after close_notify on TLS; closing here first would cut it."""
+        if self.task is not None and not self.task.done():
             self.task.cancel()
-        self.close()
+        else:
+            self.close()
 
 
 __all__ = ["ClientSession", "relay"]

@@ -32,18 +32,22 @@ import enum
 import struct
 from typing import Final
 
-from gssapi.raw.creds import Creds
-from gssapi.raw.message import unwrap as _unwrap
-from gssapi.raw.message import wrap as _wrap
-from gssapi.raw.message import wrap_size_limit as _wrap_size_limit
-from gssapi.raw.misc import GSSError
-from gssapi.raw.names import display_name as _display_name
-from gssapi.raw.sec_contexts import SecurityContext
-from gssapi.raw.sec_contexts import accept_sec_context as _accept_sec_context
-
-from pggate.errors import PggateError
+from pggate import gss_support
 from pggate.proto import codes
 from pggate.proto.messages import wire_str
+from pggate.transport.gss_error import GssError
+
+# python-gssapi is the optional extra pggate[gss]. Without it this module still imports (the
+# server names its classes), and GssChannel() refuses to start (gss_support.require).
+if gss_support.available():
+    from gssapi.raw.creds import Creds
+    from gssapi.raw.message import unwrap as _unwrap
+    from gssapi.raw.message import wrap as _wrap
+    from gssapi.raw.message import wrap_size_limit as _wrap_size_limit
+    from gssapi.raw.misc import GSSError
+    from gssapi.raw.names import display_name as _display_name
+    from gssapi.raw.sec_contexts import SecurityContext
+    from gssapi.raw.sec_contexts import accept_sec_context as _accept_sec_context
 
 # The stubs of gssapi.raw.message name the high-level context class where the functions take
 # the low-level one (which the high-level class subclasses): hence the arg-type ignores below.
@@ -55,27 +59,6 @@ _LENGTH_SIZE: Final = _LENGTH.size
 # Largest token / wrapped payload after the length word, per phase.
 MAX_HANDSHAKE_TOKEN: Final = codes.GSS_AUTH_BUFFER_SIZE - _LENGTH_SIZE  # 65532
 MAX_DATA_PAYLOAD: Final = codes.GSS_MAX_PACKET_SIZE - _LENGTH_SIZE  # 16380
-
-
-class GssError(PggateError):
-    """A GSSAPI failure: PostgreSQL logs it (COMMERROR) and drops the connection.
-
-    ``message`` is PostgreSQL's log message (``could not accept GSSAPI security context``,
-    ``oversize GSSAPI packet sent by the client (70000 > 65532)``, ...); ``detail`` is the
-    GSSAPI status text PostgreSQL logs as DETAIL (``pg_GSS_error``: major messages, ``": "``,
-    minor messages), when the failure came from the GSSAPI library. Nothing is sent to the
-    client: there is no protocol message for these failures.
-    """
-
-    def __init__(self, message: str, *, detail: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.detail = detail
-
-    @property
-    def log_message(self) -> str:
-        """One line for logs that have no DETAIL field."""
-        return self.message if self.detail is None else f"{self.message}: {self.detail}"
 
 
 def gss_status_detail(exc: GSSError) -> str:
@@ -143,6 +126,7 @@ class GssChannel:
         *,
         accept_delegation: bool = False,
     ) -> None:
+        gss_support.require()
         self._creds = credentials
         self._accept_delegation = accept_delegation
         self._ctx: SecurityContext | None = None
@@ -295,6 +279,11 @@ class GssChannel:
 
     def pending_output(self) -> bytes:
         """Nothing is ever queued: GSS sends only what encrypt() returns (TLS-shaped API)."""
+        return b""
+
+    def close(self) -> bytes:
+        """Nothing to say before the socket closes: GSS has no close message (TLS-shaped API;
+        be-secure-gssapi.c has no counterpart of be_tls_close)."""
         return b""
 
     def encrypt(self, data: Buffer) -> bytes:
