@@ -6,7 +6,10 @@ A directory written by hand is as valid as one made here: ``init`` only writes t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import logging
+import shutil
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from pggate import certs, embedded, preflight
@@ -14,6 +17,8 @@ from pggate import config as config_module
 from pggate import policy as policy_module
 from pggate.conninfo import backend_address
 from pggate.errors import ConfigError, PggateError
+
+log = logging.getLogger("pggate.initdir")
 
 CONF_FILE = "pggate.conf"
 
@@ -40,15 +45,13 @@ def create(
     listen_addresses: str,
     postgres_bindir: str | None,
 ) -> None:
-    """Write a ready-to-serve gateway directory (and the embedded cluster unless ``backend``)."""
+    """Write a ready-to-serve gateway directory (and the embedded cluster unless ``backend``).
+
+    All or nothing: on any failure the directory is left as it was (absent, or empty), so the
+    same command can simply be run again.
+    """
     if directory.exists() and any(directory.iterdir()):
         raise PggateError(f'directory "{directory}" exists but is not empty')
-    if backend:
-        backend_address(backend)  # validate before writing anything
-    directory.mkdir(parents=True, exist_ok=True)
-    # TLS on by default: a local CA (root.crt, also the CA for client certificates) and a
-    # server certificate for the names given plus localhost, so verify-full works at once.
-    certs.init_tls(directory, hostnames)
     settings: dict[str, str] = {
         "port": str(port),
         "listen_addresses": listen_addresses,
@@ -56,14 +59,54 @@ def create(
         "ssl_ca_file": certs.ROOT_CERT,
     }
     if backend:
+        backend_address(backend)
         settings["backend"] = backend
     if postgres_bindir:
         settings["postgres_bindir"] = postgres_bindir
-    (directory / CONF_FILE).write_text(config_module.render_default_conf(**settings))
-    (directory / "pg_hba.conf").write_text(DEFAULT_HBA)
-    (directory / "pg_ident.conf").write_text(DEFAULT_IDENT)
-    if not backend:
-        embedded.EmbeddedCluster.for_gateway(directory, bindir=postgres_bindir).init()
+    conf = config_module.render_default_conf(**settings)  # bad values fail before any write
+    with _undone_on_failure(directory):
+        directory.mkdir(parents=True, exist_ok=True)
+        cluster = None
+        if not backend:  # find the binaries and the cluster's user before making keys
+            cluster = embedded.EmbeddedCluster.for_gateway(directory, bindir=postgres_bindir)
+        # TLS on by default: a local CA (root.crt, also the CA for client certificates) and a
+        # server certificate for the names given plus localhost, so verify-full works at once.
+        certs.init_tls(directory, hostnames)
+        (directory / CONF_FILE).write_text(conf)
+        (directory / "pg_hba.conf").write_text(DEFAULT_HBA)
+        (directory / "pg_ident.conf").write_text(DEFAULT_IDENT)
+        if cluster is not None:
+            cluster.init()
+
+
+@contextlib.contextmanager
+def _undone_on_failure(directory: Path) -> Iterator[None]:
+    """Remove what the block created if it fails (Ctrl-C included): the directories it made,
+    or, in a directory that existed (empty), everything in it."""
+    made = directory.absolute()
+    while not made.parent.exists():
+        made = made.parent
+    existed = made.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            _remove(made)
+        elif directory.is_dir():
+            for entry in directory.iterdir():
+                _remove(entry)
+        raise
+
+
+def _remove(path: Path) -> None:
+    """Best effort: what cannot be removed is logged (the failure itself is reported next)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except OSError as exc:
+        log.warning('could not remove "%s" after the failed init: %s', path, exc)
 
 
 def check(directory: Path, overrides: Mapping[str, str]) -> list[str]:

@@ -19,6 +19,7 @@ from pggate.config.files import DiskFiles
 from pggate.conninfo import BackendAddress, backend_address
 from pggate.errors import ConfigError
 from pggate.hba import HbaPolicy, IdentMaps, load_hba, load_ident
+from pggate.hba.tokens import AuthFileError
 
 log = logging.getLogger("pggate.policy")
 
@@ -50,6 +51,28 @@ def embedded_backend(directory: Path) -> BackendAddress:
     )
 
 
+def cross_file_problems(cfg: Config, hba: HbaPolicy) -> list[ConfigError]:
+    """pg_hba.conf lines that pggate.conf leaves without their effect.
+
+    PostgreSQL's ``gss`` falls back to the system keytab; pggate's empty krb_server_keyfile
+    means "GSSAPI is off", so a ``gss`` line would otherwise authenticate against whatever
+    keytab the process environment happens to name: refused instead.
+    """
+    if cfg.krb_server_keyfile:
+        return []
+    return [
+        ConfigError(
+            'authentication method "gss" requires krb_server_keyfile to be set',
+            file=rule.file,
+            line=rule.line_number,
+            hint="Set krb_server_keyfile in pggate.conf to the keytab of the service "
+            "principal; pggate does not fall back to the system keytab.",
+        )
+        for rule in hba.rules
+        if rule.method == "gss"
+    ]
+
+
 def build(cfg: Config, previous: Policy | None = None) -> Policy:
     """Load pg_hba.conf and pg_ident.conf named by ``cfg``.
 
@@ -61,6 +84,9 @@ def build(cfg: Config, previous: Policy | None = None) -> Policy:
     hba = load_hba(
         str(cfg.path(cfg.hba_file)), files, ssl_enabled=cfg.ssl, warn=log.warning
     )
+    crossed = cross_file_problems(cfg, hba)
+    if crossed:
+        raise AuthFileError(crossed)
     ident_path = str(cfg.path(cfg.ident_file))
     try:
         ident = load_ident(ident_path, files, warn=log.warning)

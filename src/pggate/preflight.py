@@ -122,9 +122,11 @@ def problems(directory: Path, overrides: Mapping[str, str]) -> list[ConfigError]
     cfg = config_module.load(directory, overrides)
     files = DiskFiles()
     try:
-        load_hba(str(cfg.path(cfg.hba_file)), files, ssl_enabled=cfg.ssl, warn=log.warning)
+        hba = load_hba(str(cfg.path(cfg.hba_file)), files, ssl_enabled=cfg.ssl, warn=log.warning)
     except ConfigError as err:
         found += each_error(err)
+    else:
+        found += policy_module.cross_file_problems(cfg, hba)
     try:
         load_ident(str(cfg.path(cfg.ident_file)), files, warn=log.warning)
     except ConfigError as err:

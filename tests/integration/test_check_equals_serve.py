@@ -126,6 +126,13 @@ CASES: list[tuple[str, str, str, Setup, list[str]]] = [
         ],
     ),
     (
+        "gss line without a keytab",
+        "",
+        "host all all 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 gss\n",
+        _nothing,
+        ['authentication method "gss" requires krb_server_keyfile to be set, line 2'],
+    ),
+    (
         "backend TLS that pggate cannot do",
         "backend = 'host=127.0.0.1 port=5432 sslmode=verify-full sslrootcert=/r.crt'\n",
         "host all all 127.0.0.1/32 trust\n",

@@ -222,8 +222,9 @@ class GssAuthExchange:
             # %d of the type byte, as pq_getbyte returns it.
             kind = message_type[0] if message_type else -1
             return Failure(ProtocolViolation(f"expected GSS response, got message type {kind}"))
-        if len(body) > self.MAX_MESSAGE_LENGTH:
-            # pq_getmessage's limit; the session's reader normally catches this first.
+        if len(body) + codec.LENGTH_WORD_SIZE > self.MAX_MESSAGE_LENGTH:
+            # pq_getmessage bounds the length word, which counts itself: a token may have at
+            # most 65531 bytes.
             self._state = ExchangeState.DONE
             return Failure(codec.InvalidMessageLength())
         try:

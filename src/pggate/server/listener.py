@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import os
+import platform
 import signal
 import socket
-from collections.abc import Mapping
+import ssl
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from pggate import config as config_module
-from pggate import logs, pidfile
+from pggate import logs, pidfile, preflight
 from pggate import policy as policy_module
+from pggate.config import Config
 from pggate.errors import ConfigError, PggateError
 from pggate.preflight import load_tls
 from pggate.server import workers
@@ -41,30 +46,98 @@ def listen_hosts(listen_addresses: str) -> list[str | None]:
     return hosts
 
 
-async def open_listeners(gateway: Gateway) -> list[asyncio.Server]:
-    cfg = gateway.policy.config
+def version_line(postgres_bindir: str | None = None) -> str:
+    """What ``pggate --version`` prints and ``serve`` logs at start: pggate, Python, OpenSSL, and
+    the PostgreSQL binaries the embedded cluster would use."""
+    from pggate import embedded
+
+    try:
+        pggate_version = importlib.metadata.version("pggate")
+    except importlib.metadata.PackageNotFoundError:
+        pggate_version = "(not installed)"
+    try:
+        bindir = embedded.find_postgres_bindir(postgres_bindir)
+        _, pg_version = embedded._server_version(bindir, None)
+        binaries = f"{bindir} (PostgreSQL {pg_version})"
+    except PggateError:
+        binaries = "none found"
+    return (
+        f"pggate {pggate_version}, Python {platform.python_version()}, {ssl.OPENSSL_VERSION}, "
+        f"PostgreSQL binaries: {binaries}"
+    )
+
+
+def bind_sockets(cfg: Config) -> list[socket.socket]:
+    """Bind (not yet listen on) every address of listen_addresses as PostgreSQL's
+    StreamServerPort (pqcomm.c) and PostmasterMain do: each failure is logged in PostgreSQL's
+    words, an entry with no address left is a WARNING, and no socket at all is fatal."""
+    bound: list[socket.socket] = []
+    for host in listen_hosts(cfg.listen_addresses):
+        sockets = _bind_host(host, cfg.port, reuse_port=cfg.workers > 1)
+        if not sockets:
+            log.warning('could not create listen socket for "%s"', host or "*")
+        bound += sockets
+    if not bound and cfg.listen_addresses.strip():
+        raise PggateError("could not create any TCP/IP sockets")
+    return bound
+
+
+def _bind_host(host: str | None, port: int, *, reuse_port: bool) -> list[socket.socket]:
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        log.info(
+            'could not translate host name "%s", service "%d" to address: %s',
+            host,
+            port,
+            exc.strerror,
+        )
+        return []
+    hint = (
+        f"Is another pggate or PostgreSQL already running on port {port}? "
+        "If not, wait a few seconds and retry."
+    )
+    bound: list[socket.socket] = []
+    for family, kind, proto, _, address in addresses:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        sock = socket.socket(family, kind, proto)
+        try:
+            # SO_REUSEADDR: a restarted server binds at once, as pqcomm.c does it.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+        except OSError as exc:
+            sock.close()
+            log.info(
+                'could not bind %s address "%s": %s',
+                "IPv6" if family == socket.AF_INET6 else "IPv4",
+                address[0],
+                exc.strerror,
+                extra={"hint": hint},
+            )
+            continue
+        bound.append(sock)
+    return bound
+
+
+async def open_listeners(
+    gateway: Gateway, sockets: list[socket.socket] | None = None
+) -> list[asyncio.Server]:
+    """Listen on ``sockets`` from bind_sockets (bound here when None: each worker binds its own,
+    sharing the port through SO_REUSEPORT)."""
     loop = asyncio.get_running_loop()
     servers: list[asyncio.Server] = []
-    for host in listen_hosts(cfg.listen_addresses):
-        try:
-            server = await loop.create_server(
-                gateway.new_session,
-                host=host,
-                port=cfg.port,
-                backlog=LISTEN_BACKLOG,
-                reuse_address=True,
-                reuse_port=cfg.workers > 1,
-            )
-        except OSError as exc:
-            log.warning('could not bind to address "%s" port %d: %s', host or "*", cfg.port, exc)
-            continue
-        for sock in server.sockets:
-            address = sock.getsockname()
-            family = "IPv6" if sock.family == socket.AF_INET6 else "IPv4"
-            log.info('listening on %s address "%s", port %d', family, address[0], address[1])
-        servers.append(server)
-    if not servers and cfg.listen_addresses.strip():
-        raise PggateError("could not create any TCP/IP sockets")
+    for sock in bind_sockets(gateway.policy.config) if sockets is None else sockets:
+        servers.append(
+            await loop.create_server(gateway.new_session, sock=sock, backlog=LISTEN_BACKLOG)
+        )
+        address = sock.getsockname()
+        family = "IPv6" if sock.family == socket.AF_INET6 else "IPv4"
+        log.info('listening on %s address "%s", port %d', family, address[0], address[1])
     return servers
 
 
@@ -76,21 +149,52 @@ async def open_cancel_socket(gateway: Gateway) -> asyncio.Server:
     return await asyncio.get_running_loop().create_unix_server(gateway.new_session, sock=sock)
 
 
+class _LoggedErrors(logging.Handler):
+    """The errors logged while a reload runs, rendered as ``pggate check`` shows problems."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = ConfigError(
+            record.getMessage(),
+            detail=getattr(record, "detail", None),
+            hint=getattr(record, "hint", None),
+        )
+        self.lines.append(preflight.render(error))
+
+
+@contextmanager
+def _collect_errors() -> Iterator[list[str]]:
+    """Every ERROR line pggate logs inside the block, whichever module logs it (policy.build
+    logs pg_ident.conf's problems itself)."""
+    handler = _LoggedErrors()
+    root = logging.getLogger("pggate")
+    root.addHandler(handler)
+    try:
+        yield handler.lines
+    finally:
+        root.removeHandler(handler)
+
+
 def reload(gateway: Gateway, overrides: Mapping[str, str]) -> None:
     """SIGHUP: re-read everything. As in PostgreSQL, pggate.conf, pg_hba.conf and the TLS
-    files are each all-or-nothing: a broken one is logged and its previous state stays."""
+    files are each all-or-nothing: a broken one is logged and its previous state stays.
+    The errors logged are published for ``pggate reload`` (Gateway.reloaded)."""
     log.info("received SIGHUP, reloading configuration files")
-    old = gateway.policy
-    try:
-        fresh = config_module.load(old.config.directory, overrides)
-        merged, messages = config_module.reload_diff(old.config, fresh)
-        new_policy = policy_module.build(merged, previous=old)
-    except ConfigError as exc:
-        logs.report(log, logging.ERROR, exc)
+    with _collect_errors() as errors:
+        _reload(gateway, overrides)
+    gateway.reloaded(errors)
+
+
+def _reload(gateway: Gateway, overrides: Mapping[str, str]) -> None:
+    new_policy, problems = _reloaded_policy(gateway.policy, overrides)
+    for problem in problems:
+        logs.report(log, logging.ERROR, problem)
+    if new_policy is None:
         log.info("configuration files were not reloaded; the previous configuration stays")
         return
-    for message in messages:
-        log.info("%s", message)
     try:
         gateway.tls_context = load_tls(new_policy.config, reloading=True)
         gateway.tls_end_point_hash = end_point_hash(gateway.tls_context)
@@ -101,10 +205,43 @@ def reload(gateway: Gateway, overrides: Mapping[str, str]) -> None:
     log.info("configuration files reloaded")
 
 
-async def serve_forever(gateway: Gateway, overrides: Mapping[str, str]) -> int:
+def _reloaded_policy(
+    old: policy_module.Policy, overrides: Mapping[str, str]
+) -> tuple[policy_module.Policy | None, list[ConfigError]]:
+    """The policy a SIGHUP puts in force (None when a file is broken) and every error found:
+    each bad line of pggate.conf (check lists them all where load raises the first) or of
+    pg_hba.conf, as PostgreSQL logs each."""
+    directory = old.config.directory
+    problems = config_module.check(directory, overrides)
+    if problems:
+        return None, problems
+    try:
+        fresh = config_module.load(directory, overrides)
+        merged, messages = config_module.reload_diff(old.config, fresh)
+        new_policy = policy_module.build(merged, previous=old)
+    except ConfigError as exc:
+        return None, preflight.each_error(exc)
+    for message in messages:
+        log.info("%s", message)
+    return new_policy, []
+
+
+# SIGHUPs that arrive before the event loop takes the signal over (its default action would
+# kill pggate, e.g. a "pggate reload" while the embedded cluster starts): the loop then reloads.
+_early_sighups: list[int] = []
+
+
+def _defer_sighup() -> None:
+    _early_sighups.clear()
+    signal.signal(signal.SIGHUP, lambda signum, _frame: _early_sighups.append(signum))
+
+
+async def serve_forever(
+    gateway: Gateway, overrides: Mapping[str, str], sockets: list[socket.socket] | None = None
+) -> int:
     """Accept until SIGTERM / SIGINT; returns the exit code."""
     loop = asyncio.get_running_loop()
-    servers = await open_listeners(gateway)
+    servers = await open_listeners(gateway, sockets)
     stop_kind: asyncio.Future[str] = loop.create_future()
 
     def request_stop(kind: str) -> None:
@@ -118,6 +255,9 @@ async def serve_forever(gateway: Gateway, overrides: Mapping[str, str]) -> int:
     loop.add_signal_handler(signal.SIGHUP, reload, gateway, overrides)
     loop.add_signal_handler(signal.SIGTERM, request_stop, "smart")
     loop.add_signal_handler(signal.SIGINT, request_stop, "fast")
+    if _early_sighups:
+        _early_sighups.clear()
+        reload(gateway, overrides)
     log.info("pggate is ready to accept connections")
     kind = await stop_kind
     gateway.stopping = True
@@ -154,35 +294,44 @@ def run(directory: Path, overrides: Mapping[str, str]) -> int:
             logs.report(log, logging.INFO, problem)
         raise
     policy, tls_context = loaded.policy, loaded.tls_context
-    pidfile.claim(directory, policy.config.port)
+    log.info("starting %s", version_line(policy.config.postgres_bindir or None))
+    _defer_sighup()
+    lock = pidfile.claim(directory, policy.config.port, policy.config.workers)
     cluster = None
-    if policy.embedded:
-        cluster = embedded.EmbeddedCluster.for_gateway(
-            directory, bindir=policy.config.postgres_bindir or None
-        )
-        cluster.start()
-        log.info("embedded PostgreSQL started (%s)", policy.backend.describe())
     try:
+        # Before the embedded cluster starts: a port in use is fatal at once, as in PostgreSQL.
+        sockets = bind_sockets(policy.config)
+        if policy.embedded:
+            cluster = embedded.EmbeddedCluster.for_gateway(
+                directory, bindir=policy.config.postgres_bindir or None
+            )
+            cluster.start()
+            log.info("embedded PostgreSQL started (%s)", policy.backend.describe())
         count = policy.config.workers
         if count == 1:
-            return _run_loop(Gateway(policy, tls_context), overrides)
+            return _run_loop(Gateway(policy, tls_context), overrides, sockets)
+        for sock in sockets:
+            sock.close()  # the check is done; each worker binds its own (SO_REUSEPORT)
         supervisor = os.getpid()
 
         def run_worker(index: int) -> int:
+            lock.forget()
             gateway = Gateway(policy, tls_context, worker=index, supervisor_pid=supervisor)
-            return _run_loop(gateway, overrides)
+            return _run_loop(gateway, overrides, None)
 
         return workers.supervise(count, run_worker)
     finally:
         if cluster is not None:
             cluster.stop()
             log.info("embedded PostgreSQL stopped")
-        pidfile.release(directory)
+        lock.release()
 
 
-def _run_loop(gateway: Gateway, overrides: Mapping[str, str]) -> int:
+def _run_loop(
+    gateway: Gateway, overrides: Mapping[str, str], sockets: list[socket.socket] | None
+) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every platform we run
-        return asyncio.run(serve_forever(gateway, overrides))
-    return uvloop.run(serve_forever(gateway, overrides))
+        return asyncio.run(serve_forever(gateway, overrides, sockets))
+    return uvloop.run(serve_forever(gateway, overrides, sockets))
