@@ -60,6 +60,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     problems = initdir.check(Path(args.directory), overrides)
     for warning in initdir.cleartext_warnings(Path(args.directory), overrides):
         print(f"warning: {warning}", file=sys.stderr)
+    if not problems and args.connect:
+        from pggate import probe
+
+        report = probe.run(Path(args.directory), overrides)
+        for line in report.lines:
+            print(line)
+        problems = report.problems
     if problems:
         _print_problems(problems, args.directory)
         return 1
@@ -241,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = command("check", "validate a gateway directory")
     overrides_option(check, "check with this parameter set, as serve -c would (repeatable)")
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also log in to the backend as serve would (starting the embedded cluster for the "
+        "check when no server runs it) and report its version, the link's encryption and "
+        "whether pggate's role may read pg_authid and role memberships",
+    )
     check.set_defaults(func=cmd_check)
 
     status = command("status", "is a server running in DIR?")

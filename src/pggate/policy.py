@@ -91,7 +91,11 @@ def build(cfg: Config, previous: Policy | None = None) -> Policy:
     try:
         ident = load_ident(ident_path, files, warn=log.warning)
     except ConfigError as err:
-        log.error("%s", err)
+        # Each bad line, as PostgreSQL logs each. A missing file is no error while no
+        # pg_hba.conf line names a map (a hand-written directory need not have one).
+        missing = not Path(ident_path).exists() and not any(r.usermap for r in hba.rules)
+        for problem in err.errors if isinstance(err, AuthFileError) else (err,):
+            log.log(logging.INFO if missing else logging.ERROR, "%s", problem)
         if previous is not None:
             log.info("%s was not reloaded", ident_path)
             ident = previous.ident

@@ -114,23 +114,29 @@ def problems(directory: Path, overrides: Mapping[str, str]) -> list[ConfigError]
     """check: every problem of every file that serve loads, without stopping at the first.
 
     pg_ident.conf errors are included: serve starts without the broken maps (as PostgreSQL
-    does), but every ``map=`` login would then fail.
+    does), but every ``map=`` login would then fail. A missing pg_ident.conf counts only when
+    a pg_hba.conf line names a map.
     """
     found = config_module.check(directory, overrides)
     if found:
         return found  # the other files' names and TLS settings come from this one
     cfg = config_module.load(directory, overrides)
     files = DiskFiles()
+    uses_maps = True
     try:
         hba = load_hba(str(cfg.path(cfg.hba_file)), files, ssl_enabled=cfg.ssl, warn=log.warning)
     except ConfigError as err:
         found += each_error(err)
     else:
         found += policy_module.cross_file_problems(cfg, hba)
+        uses_maps = any(rule.usermap for rule in hba.rules)
+    ident_path = cfg.path(cfg.ident_file)
     try:
-        load_ident(str(cfg.path(cfg.ident_file)), files, warn=log.warning)
+        load_ident(str(ident_path), files, warn=log.warning)
     except ConfigError as err:
-        found += each_error(err)
+        # No pg_ident.conf is fine while no line names a map (PostgreSQL only logs it).
+        if uses_maps or ident_path.exists():
+            found += each_error(err)
     try:
         load_tls(cfg, reloading=False)
     except ConfigError as err:
