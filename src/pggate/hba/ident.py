@@ -20,6 +20,7 @@ from pggate.hba.tokens import (
     compile_token,
     parse_auth_file,
 )
+from pggate.proto.messages import wire_bytes, wire_str
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,19 +103,30 @@ def _check_line(
             return False, None
     else:
         regex = line.system_user.regex
-        match = regex.search(system_user)
-        if match is None:
-            return False, None
-        # \1 is substituted only into a plain name, and compared literally afterwards.
-        if not target.is_member_check and target.regex is None and "\\1" in target.string:
-            group = match.group(1) if regex.groups >= 1 else None
+        if not _substitutes_group(target):
+            if not regex.search(system_user):
+                return False, None
+        else:
+            matched, group = regex.first_group(system_user)
+            if not matched:
+                return False, None
             if group is None:
                 return False, (
                     f'regular expression "{line.system_user.string[1:]}" has no '
                     f'subexpressions as requested by backreference in "{target.string}"'
                 )
-            target = AuthToken(target.string.replace("\\1", group, 1), quoted=True)
+            # The first \1 becomes the group's bytes (a byte-wise copy in hba.c, which may cut
+            # a multibyte character); the result is compared literally afterwards.
+            expanded = wire_bytes(target.string).replace(b"\\1", group, 1)
+            target = AuthToken(wire_str(expanded), quoted=True)
     return role_matches((target,), pg_user, roles, case_insensitive=case_insensitive), None
+
+
+def _substitutes_group(pg_user: AuthToken) -> bool:
+    """Does a match put group 1 into this PG-USERNAME? Only a plain name (not ``+role``, not a
+    regex) containing ``\\1`` (``check_ident_usermap``)."""
+    regex = pg_user.string.startswith("/")
+    return not pg_user.is_member_check and not regex and "\\1" in pg_user.string
 
 
 def parse_ident_line(line: AuthLine) -> IdentLine:
@@ -133,7 +145,7 @@ def parse_ident_line(line: AuthLine) -> IdentLine:
     pg_user = single(next(fields, None))
     return IdentLine(
         map_name=map_name,
-        system_user=compile_token(system_user, line),
+        system_user=compile_token(system_user, line, captures=_substitutes_group(pg_user)),
         pg_user=compile_token(pg_user, line),
         file=line.file,
         line_number=line.line_number,

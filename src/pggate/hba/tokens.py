@@ -12,12 +12,12 @@ loader can report every problem in the file, then refuse the whole file.
 from __future__ import annotations
 
 import posixpath
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
 from pggate.errors import ConfigError
+from pggate.hba.regex import PgRegex, RegexRefused, compile_regex
 from pggate.hba.source import SourceFiles, absolute_location, os_error_text
 
 # conffiles.h: CONF_FILE_START_DEPTH / CONF_FILE_MAX_DEPTH.
@@ -42,7 +42,7 @@ class AuthToken:
 
     string: str
     quoted: bool = False
-    regex: re.Pattern[str] | None = None
+    regex: PgRegex | None = None
 
     def is_keyword(self, keyword: str) -> bool:
         return not self.quoted and self.string == keyword
@@ -82,23 +82,25 @@ class AuthFileError(ConfigError):
         super().__init__(first.message, file=first.file, line=first.line)
 
 
-def compile_token(token: AuthToken, line: AuthLine) -> AuthToken:
+def compile_token(token: AuthToken, line: AuthLine, *, captures: bool = False) -> AuthToken:
     """Attach the regex of a ``/`` token (``regcomp_auth_token``: quoted or not).
 
-    PostgreSQL uses its ARE engine; Python's ``re`` is the closest portable equivalent.
+    PostgreSQL's ARE, evaluated in linear time by RE2 (``regex.py``); ``captures`` when the
+    caller will substitute group 1 (pg_ident.conf's ``\\1``). A pattern PostgreSQL rejects, or
+    one pggate cannot evaluate with exactly PostgreSQL's meaning, is an error of the line.
     """
     if not token.string.startswith("/"):
         return token
     pattern = token.string[1:]
     try:
-        regex = re.compile(pattern)
-    except (re.error, OverflowError, RecursionError, ValueError) as exc:
-        raise line.config_error(f'invalid regular expression "{pattern}": {exc}') from None
+        regex = compile_regex(pattern, captures=captures)
+    except RegexRefused as exc:
+        raise line.config_error(f'invalid regular expression "{pattern}": {exc.reason}') from None
     return AuthToken(token.string, token.quoted, regex)
 
 
-def regex_search(token: AuthToken, value: str) -> re.Match[str] | None:
-    """Unanchored match, as ``pg_regexec`` does."""
+def regex_search(token: AuthToken, value: str) -> bool:
+    """Unanchored match, as ``regexec_auth_token(value, token, 0, NULL)`` does."""
     assert token.regex is not None
     return token.regex.search(value)
 
