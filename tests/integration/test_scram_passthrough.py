@@ -3,17 +3,11 @@ with the keys recovered from the client's own SCRAM login (never the password)."
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import DEBIAN_PG_BINDIR, Backend, GatewayFactory, login_error
-
-from pggate import embedded
+from conftest import Backend, GatewayFactory, debian_bindir, login_error, throwaway_backend
 
 pytestmark = pytest.mark.integration
 
@@ -21,30 +15,19 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def strict_backend() -> Iterator[Backend]:
     """A PostgreSQL that trusts only its superuser on the socket; everyone else needs SCRAM."""
-    base = Path(tempfile.mkdtemp(prefix="pggate-strict-"))
-    os.chmod(base, 0o755)
-    bindir = str(DEBIAN_PG_BINDIR) if (DEBIAN_PG_BINDIR / "postgres").exists() else None
-    cluster = embedded.EmbeddedCluster(
-        data_dir=base / "pgdata",
-        socket_dir=base / "run",
-        bindir=embedded.find_postgres_bindir(bindir),
-        run_as=embedded.run_as_user(),
-    )
-    cluster.init()
-    cluster.start()
-    backend = Backend(cluster)
+    with throwaway_backend("pggate-strict-", debian_bindir()) as backend:
+        yield _strict(backend)
+
+
+def _strict(backend: Backend) -> Backend:
     backend.execute(
         "SET password_encryption = 'scram-sha-256'",
         "CREATE ROLE carol LOGIN PASSWORD 'carol-secret-1'",
     )
-    hba = cluster.data_dir / "pg_hba.conf"
+    hba = backend.cluster.data_dir / "pg_hba.conf"
     hba.write_text("local all postgres trust\nlocal all all scram-sha-256\n")
     backend.execute("SELECT pg_reload_conf()")
-    try:
-        yield backend
-    finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    return backend
 
 
 def test_scram_client_is_passed_through(

