@@ -1,4 +1,4 @@
-"""A dict-backed ``SourceFiles`` for the hba/ident tests (no test functions here)."""
+"""A dict-backed ``FileSource`` for the hba/ident tests (no test functions here)."""
 
 from __future__ import annotations
 

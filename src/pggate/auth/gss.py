@@ -23,7 +23,7 @@ from pggate import gss_support
 from pggate.auth.cert import method_failure
 from pggate.errors import ClientError, ProtocolViolation
 from pggate.hba import IdentMaps
-from pggate.hba.names import ascii_lower
+from pggate.pgtext import ascii_lower
 from pggate.proto import codec, codes
 from pggate.proto.messages import wire_str
 from pggate.transport.gss import gss_status_detail

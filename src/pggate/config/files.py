@@ -8,15 +8,10 @@ two methods will do, so tests hand in an in-memory dictionary instead of a direc
 from __future__ import annotations
 
 import os
-from typing import Protocol
 
+from pggate.pgtext import FileSource
 
-class FileSource(Protocol):
-    """What parsers need from a filesystem: read a file, list a directory."""
-
-    def read_text(self, path: str) -> str: ...
-
-    def list_dir(self, path: str) -> list[str]: ...
+__all__ = ["DiskFiles", "FileSource"]
 
 
 class DiskFiles:

@@ -16,8 +16,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pggate.config.files import DiskFiles, FileSource
+from pggate.config.files import DiskFiles
 from pggate.errors import ConfigError
+from pggate.pgtext import FileSource, absolute_location, ascii_lower, os_error_text
 
 # conffiles.h: CONF_FILE_MAX_DEPTH; the outermost file is depth 0.
 MAX_INCLUDE_DEPTH = 10
@@ -167,26 +168,11 @@ def is_bare_value(value: str) -> bool:
     return end == len(value) and kind in _BARE_VALUE_TOKENS
 
 
-_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-def ascii_lower(text: str) -> str:
-    """Case folding as guc_name_compare / pg_strcasecmp do it: ASCII letters only."""
-    return text.translate(_LOWER)
-
-
 def _absolute(path: str, calling_file: str | None) -> str:
-    """AbsoluteConfigLocation: relative paths are relative to the including file's directory."""
-    if calling_file is not None and not os.path.isabs(path):
-        path = os.path.join(os.path.dirname(calling_file), path)
+    """AbsoluteConfigLocation; the top file (no caller) is made absolute from the cwd."""
+    if calling_file is not None:
+        path = absolute_location(path, calling_file)
     return os.path.normpath(os.path.abspath(path))
-
-
-def _reason(exc: Exception) -> str:
-    """What %m would print for this failure."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc)
 
 
 class _Reader:
@@ -245,7 +231,7 @@ class _Reader:
         except FileNotFoundError as exc:
             if strict:
                 self._error(
-                    f'could not open configuration file "{path}": {_reason(exc)}',
+                    f'could not open configuration file "{path}": {os_error_text(exc)}',
                     calling_file,
                     calling_line,
                 )
@@ -254,7 +240,7 @@ class _Reader:
         except (OSError, ValueError) as exc:
             # Unreadable is an error even for include_if_exists: it exists.
             self._error(
-                f'could not open configuration file "{path}": {_reason(exc)}',
+                f'could not open configuration file "{path}": {os_error_text(exc)}',
                 calling_file,
                 calling_line,
             )
@@ -277,7 +263,7 @@ class _Reader:
             names = self.files.list_dir(path)
         except (OSError, ValueError) as exc:
             self._error(
-                f'could not open configuration directory "{path}": {_reason(exc)}',
+                f'could not open configuration directory "{path}": {os_error_text(exc)}',
                 calling_file,
                 calling_line,
             )

@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from pggate.config.lexer import ascii_lower
 from pggate.errors import ConfigError
+from pggate.pgtext import ascii_lower
 
 Kind = Literal["bool", "int", "real", "string", "enum", "list"]
 Context = Literal["postmaster", "sighup"]

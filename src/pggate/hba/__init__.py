@@ -1,7 +1,7 @@
 """SANS-IO pg_hba.conf / pg_ident.conf: tokenizer, validated rules with (file, line),
 pure first-match evaluation and user-name maps, as PostgreSQL 16+ (18) defines them.
 
-No file, socket, clock or DNS access here: files come through ``SourceFiles``; host names,
+No file, socket, clock or DNS access here: files come through ``pgtext.FileSource``; host names,
 role membership and local interfaces come precomputed in ``ConnectionFacts``.
 """
 
@@ -10,7 +10,6 @@ from pggate.hba.ident import IdentLine, IdentMaps, load_ident
 from pggate.hba.match import ConnectionFacts, rejection_message
 from pggate.hba.methods import AuthMethod, ConnType
 from pggate.hba.rules import HbaPolicy, HbaRule, load_hba, parse_hba_line
-from pggate.hba.source import SourceFiles
 from pggate.hba.tokens import AuthFileError, AuthLine, AuthToken, tokenize_auth_file
 
 __all__ = [
@@ -26,7 +25,6 @@ __all__ = [
     "HbaRule",
     "IdentLine",
     "IdentMaps",
-    "SourceFiles",
     "load_hba",
     "load_ident",
     "parse_hba_line",

@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pggate.hba.names import ascii_lower, role_matches
-from pggate.hba.source import SourceFiles
+from pggate.hba.names import role_matches
 from pggate.hba.tokens import (
     AuthLine,
     AuthToken,
     compile_token,
     parse_auth_file,
 )
+from pggate.pgtext import FileSource, ascii_lower
 from pggate.proto.messages import wire_bytes, wire_str
 
 
@@ -152,7 +152,7 @@ def parse_ident_line(line: AuthLine) -> IdentLine:
     )
 
 
-def load_ident(path: str, files: SourceFiles, *, warn: Callable[[str], None]) -> IdentMaps:
+def load_ident(path: str, files: FileSource, *, warn: Callable[[str], None]) -> IdentMaps:
     """Read and validate pg_ident.conf; raises ConfigError (``AuthFileError`` listing every
     bad line). PostgreSQL keeps running without maps when this fails at start-up."""
     return IdentMaps(tuple(parse_auth_file(path, files, warn, parse_ident_line)))

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 from pggate.hba.address import AddressKind, AddressSpec, IPAddress, in_range
 from pggate.hba.methods import AuthMethod, ConnType
-from pggate.hba.names import Replication, ascii_lower, database_matches, role_matches
+from pggate.hba.names import Replication, database_matches, role_matches
+from pggate.pgtext import ascii_lower
 
 if TYPE_CHECKING:
     from pggate.hba.rules import HbaRule

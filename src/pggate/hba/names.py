@@ -10,16 +10,9 @@ from collections.abc import Iterable
 from typing import Literal
 
 from pggate.hba.tokens import AuthToken, regex_search
+from pggate.pgtext import ascii_lower
 
 Replication = Literal["none", "physical", "logical"]
-
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-def ascii_lower(text: str) -> str:
-    """``pg_strcasecmp`` folds ASCII letters only."""
-    return text.translate(_ASCII_LOWER)
-
 
 def is_member(role: str, roles: frozenset[str] | None) -> bool:
     """Is the connecting user (directly or indirectly) a member of ``role``?

@@ -24,7 +24,6 @@ from pggate.hba.address import (
 from pggate.hba.match import ConnectionFacts, rejection_message, rule_matches
 from pggate.hba.methods import UNSUPPORTED_METHODS, AuthMethod, ConnType
 from pggate.hba.options import OptionState
-from pggate.hba.source import SourceFiles
 from pggate.hba.tokens import (
     AuthLine,
     AuthToken,
@@ -32,6 +31,7 @@ from pggate.hba.tokens import (
     compile_token,
     parse_auth_file,
 )
+from pggate.pgtext import FileSource
 
 ClientCert = Literal["verify-ca", "verify-full"]
 ClientName = Literal["CN", "DN"]
@@ -123,7 +123,7 @@ class HbaPolicy:
 
 def load_hba(
     path: str,
-    files: SourceFiles,
+    files: FileSource,
     *,
     ssl_enabled: bool,
     warn: Callable[[str], None],

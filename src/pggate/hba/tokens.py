@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from pggate.errors import ConfigError
 from pggate.hba.regex import PgRegex, RegexRefused, compile_regex
-from pggate.hba.source import SourceFiles, absolute_location, os_error_text
+from pggate.pgtext import FileSource, absolute_location, os_error_text
 
 # conffiles.h: CONF_FILE_START_DEPTH / CONF_FILE_MAX_DEPTH.
 START_DEPTH = 0
@@ -105,7 +105,7 @@ def regex_search(token: AuthToken, value: str) -> bool:
     return token.regex.search(value)
 
 
-def tokenize_auth_file(path: str, files: SourceFiles, *, warn: Warn) -> list[AuthLine]:
+def tokenize_auth_file(path: str, files: FileSource, *, warn: Warn) -> list[AuthLine]:
     """All logical lines of ``path`` with includes spliced in; raises only if ``path`` itself
     cannot be read (PostgreSQL: ``could not open file "%s": %m``)."""
     text = _open(path, files, START_DEPTH)
@@ -115,7 +115,7 @@ def tokenize_auth_file(path: str, files: SourceFiles, *, warn: Warn) -> list[Aut
 
 
 def parse_auth_file(
-    path: str, files: SourceFiles, warn: Warn, parse: Callable[[AuthLine], T]
+    path: str, files: FileSource, warn: Warn, parse: Callable[[AuthLine], T]
 ) -> list[T]:
     """Tokenize ``path`` and ``parse`` every line, PostgreSQL style: keep going after a bad
     line so every problem is reported, then refuse the whole file (``AuthFileError``)."""
@@ -134,7 +134,7 @@ def parse_auth_file(
     return parsed
 
 
-def _open(path: str, files: SourceFiles, depth: int) -> str:
+def _open(path: str, files: FileSource, depth: int) -> str:
     """``open_auth_file``: the nesting check, then the read."""
     if depth > MAX_DEPTH:
         raise ConfigError(f'could not open file "{path}": maximum nesting depth exceeded')
@@ -222,7 +222,7 @@ def next_token(line: str, pos: int) -> tuple[_Token | None, int]:
 class _Tokenizer:
     """Recursive tokenizer state: the file source and the warning sink."""
 
-    def __init__(self, files: SourceFiles, warn: Warn) -> None:
+    def __init__(self, files: FileSource, warn: Warn) -> None:
         self.files = files
         self.warn = warn
 
