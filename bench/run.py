@@ -47,6 +47,7 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -66,6 +67,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import psutil
 
@@ -251,7 +253,15 @@ def _chown(path: Path, user: str | None) -> None:
         os.chown(path, pw.pw_uid, pw.pw_gid)
 
 
-def _as_user(user: str | None) -> dict[str, object]:
+class _RunAs(TypedDict, total=False):
+    """subprocess.Popen's arguments that drop root for a child."""
+
+    user: int
+    group: int
+    extra_groups: list[int]
+
+
+def _as_user(user: str | None) -> _RunAs:
     if user is None or os.geteuid() != 0:
         return {}
     pw = pwd.getpwnam(user)
@@ -355,7 +365,7 @@ def start_pgbouncer(base: Path, tls: tuple[Path, Path, Path], cluster: BenchClus
         proc = subprocess.Popen(
             [str(PGBOUNCER), str(ini)],
             stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
-            cwd=directory, start_new_session=True, **_as_user(run_as),  # type: ignore[arg-type]
+            cwd=directory, start_new_session=True, **_as_user(run_as),
         )
     try:
         wait_for_port(port, 30, proc)
@@ -931,10 +941,10 @@ def print_profile(collapsed: Path, workload: str = "W1", top: int = 20) -> None:
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
     for line in collapsed.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
+        stack, _, samples = line.rpartition(" ")
         if not stack:
             continue
-        count = int(n)
+        count = int(samples)
         total += count
         frames = [_frame_name(f) for f in stack.split(";")]
         own[frames[-1]] += count
@@ -1004,7 +1014,7 @@ def run(args: argparse.Namespace) -> int:
         metrics = [m for w, _ in plan for m in METRICS[w]]
         if "W4" in args.workloads:
             for count in args.w4:
-                plan.append((f"W4@{count}", lambda s, t, c=count: w4(s, t, c)))
+                plan.append((f"W4@{count}", functools.partial(w4, count=count)))
                 metrics.extend(w4_metrics(count))
         skipped: list[str] = []
         for workload, fn in plan:

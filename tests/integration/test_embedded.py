@@ -62,7 +62,7 @@ def cluster(gateway_dir: Path) -> Iterator[EmbeddedCluster]:
 
 def _query(c: EmbeddedCluster, sql: str) -> list[tuple[object, ...]]:
     with psycopg.connect(c.conninfo) as conn:
-        return conn.execute(sql).fetchall()  # type: ignore[arg-type]
+        return conn.execute(sql).fetchall()
 
 
 def _postmaster(c: EmbeddedCluster) -> psutil.Process:

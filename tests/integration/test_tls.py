@@ -412,8 +412,8 @@ def test_asyncpg_direct_tls_and_pg8000(main_gw: Gateway, pki: Pki) -> None:
 def test_direct_tls_without_alpn_is_closed_after_the_handshake(main_gw: Gateway) -> None:
     message = "received direct SSL connection request without ALPN protocol negotiation extension"
     before = main_gw.log().count(message)
-    with raw_connect(main_gw) as sock:
-        tls = client_context().wrap_socket(sock)  # completes: no ALPN is no handshake error
+    # The handshake completes: no ALPN is no handshake error.
+    with raw_connect(main_gw) as sock, client_context().wrap_socket(sock) as tls:
         assert tls.selected_alpn_protocol() is None
         tls.sendall(startup(user="alice", database="tls_trust"))
         assert read_until_eof(tls) == b""  # closed, no PostgreSQL message
@@ -427,8 +427,10 @@ def test_direct_tls_with_a_foreign_alpn_fails_the_handshake(main_gw: Gateway) ->
 
 
 def test_ssl_request_inside_direct_tls_is_refused(main_gw: Gateway) -> None:
-    with raw_connect(main_gw) as sock:
-        tls = client_context(alpn=["postgresql"]).wrap_socket(sock)
+    with (
+        raw_connect(main_gw) as sock,
+        client_context(alpn=["postgresql"]).wrap_socket(sock) as tls,
+    ):
         assert tls.selected_alpn_protocol() == "postgresql"
         tls.sendall(codec.ssl_request())
         assert recv_exactly(tls, 1) == codes.ENCRYPTION_REFUSE
@@ -777,8 +779,7 @@ def test_plaintext_pipelined_behind_ssl_request_goes_to_tls(main_gw: Gateway) ->
 
 
 def test_ssl_request_repeated_inside_tls(main_gw: Gateway) -> None:
-    with ssl_request_accepted(main_gw) as sock:
-        tls = client_context().wrap_socket(sock)
+    with ssl_request_accepted(main_gw) as sock, client_context().wrap_socket(sock) as tls:
         tls.sendall(codec.ssl_request())
         kind, body = read_message(tls)
         assert kind == codes.MSG_ERROR_RESPONSE

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pggate.errors import ClientError, ProtocolViolation, SilentClose
@@ -582,7 +582,6 @@ def startup_like(draw: st.DrawFn) -> bytes:
 _untrusted = st.one_of(st.binary(max_size=80), startup_like())
 
 
-@settings(max_examples=500)
 @given(_untrusted)
 def test_fuzz_parse_startup_packet(data: bytes) -> None:
     try:
@@ -600,7 +599,7 @@ def test_fuzz_parse_startup_packet(data: bytes) -> None:
 def startup_messages(draw: st.DrawFn) -> StartupMessage:
     # Text as the parser produces it: no NUL, and no lone surrogates (only surrogateescape's
     # U+DC80..U+DCFF stand for undecodable bytes; other surrogates never come off the wire).
-    chars = st.characters(blacklist_characters="\0", blacklist_categories=("Cs",))
+    chars = st.characters(exclude_characters="\0", exclude_categories=["Cs"])
     names = st.text(chars, min_size=1, max_size=8).filter(
         lambda n: not n.startswith("_pq_.") and n != "replication"
     )
@@ -623,7 +622,6 @@ def test_fuzz_startup_round_trip(msg: StartupMessage) -> None:
     )
 
 
-@settings(max_examples=500)
 @given(st.binary(max_size=40), st.integers(0, 64))
 def test_fuzz_read_message(data: bytes, max_length: int) -> None:
     try:
@@ -637,7 +635,6 @@ def test_fuzz_read_message(data: bytes, max_length: int) -> None:
         assert len(kind) == 1 and consumed == 5 + len(body) <= len(data)
 
 
-@settings(max_examples=300)
 @given(
     st.sampled_from(
         [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pggate.config.files import DiskFiles
@@ -310,7 +310,6 @@ _CONFISH = st.lists(
 ).map("".join)
 
 
-@settings(max_examples=300)
 @given(st.one_of(st.text(max_size=300), _CONFISH))
 def test_fuzz_any_text_gives_entries_or_config_errors(text: str) -> None:
     entries, errors = parse_text(text, FILE, NoFiles())

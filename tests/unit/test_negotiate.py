@@ -6,7 +6,7 @@ import struct
 from collections.abc import Sequence
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pggate.errors import ClientError, ProtocolViolation
@@ -564,7 +564,6 @@ _HANDSHAKES: dict[type, EncryptionKind] = {
 }
 
 
-@settings(max_examples=500)
 @given(st.booleans(), st.booleans(), st.lists(_pieces, max_size=6), st.booleans())
 def test_fuzz_negotiator(ssl: bool, gss: bool, chunks: list[bytes], eof: bool) -> None:
     """Any byte stream yields events only; handshakes complete; it ends in at most one end."""

@@ -206,7 +206,12 @@ def test_passphrase_command_placeholders(
 
 def test_terminal_prompt_at_start(factory: CertFactory, locked: Issued) -> None:
     asked: list[str] = []
-    build(factory.settings(locked), prompt=lambda text: asked.append(text) or "secret")
+
+    def prompt(text: str) -> str:
+        asked.append(text)
+        return "secret"
+
+    build(factory.settings(locked), prompt=prompt)
     assert asked and asked[0] == PEM_PROMPT
     err = raises(factory.settings(locked))  # no prompt: no terminal
     assert err.message.startswith(
