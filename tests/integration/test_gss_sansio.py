@@ -23,12 +23,12 @@ from pggate.auth.gss import (
     ExchangeState,
     Failure,
     GssAuthExchange,
-    IllegalExchangeStep,
     Send,
     Success,
 )
 from pggate.errors import ProtocolViolation, SilentClose
 from pggate.proto import codes
+from pggate.statetable import IllegalMove
 from pggate.transport.gss import (
     MAX_DATA_PAYLOAD,
     MAX_HANDSHAKE_TOKEN,
@@ -388,16 +388,16 @@ def test_exchange_end_to_end(kdc: Realm, ticket: Path) -> None:
     assert client.step(token) is None
     assert client.complete
     assert exchange.state is ExchangeState.DONE
-    with pytest.raises(IllegalExchangeStep):
+    with pytest.raises(IllegalMove):
         exchange.receive(b"p", b"")
 
 
 def test_exchange_in_steps(kdc: Realm, ticket: Path) -> None:
     exchange = GssAuthExchange(None, user="test1")
-    with pytest.raises(IllegalExchangeStep):
+    with pytest.raises(IllegalMove):
         exchange.receive(b"p", b"")
     exchange.start()
-    with pytest.raises(IllegalExchangeStep):
+    with pytest.raises(IllegalMove):
         exchange.start()
     client = client_context(kdc, ticket)
     token = client.step()

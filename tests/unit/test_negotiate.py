@@ -18,7 +18,6 @@ from pggate.proto.negotiate import (
     Close,
     EncryptionKind,
     Event,
-    IllegalTransition,
     Input,
     Negotiator,
     Send,
@@ -29,6 +28,7 @@ from pggate.proto.negotiate import (
     State,
     Trace,
 )
+from pggate.statetable import IllegalMove
 
 V3_0 = codes.PROTOCOL_3_0
 V3_2 = codes.PROTOCOL_3_2
@@ -504,16 +504,16 @@ def test_eof_during_handshake(request_: bytes, ssl: bool, gss: bool) -> None:
 def test_bytes_during_handshake_are_illegal() -> None:
     n = Negotiator(True, False)
     n.receive(SSL_REQ)
-    with pytest.raises(IllegalTransition, match="'data' is not allowed in state 'tls handshake'"):
+    with pytest.raises(IllegalMove, match="'data' is not allowed in state 'tls handshake'"):
         n.receive(HELLO)
 
 
 def test_wrong_handshake_kind_is_illegal() -> None:
     n = Negotiator(True, True)
     n.receive(SSL_REQ)
-    with pytest.raises(IllegalTransition) as err:
+    with pytest.raises(IllegalMove) as err:
         n.encryption_established("gss")
-    assert err.value.state is State.TLS_HANDSHAKE and err.value.input is Input.GSS_ESTABLISHED
+    assert err.value.state is State.TLS_HANDSHAKE and err.value.event is Input.GSS_ESTABLISHED
 
 
 @pytest.mark.parametrize("data", [startup(user="u"), cancel(), b"\x16"])
@@ -521,15 +521,15 @@ def test_nothing_after_the_end(data: bytes) -> None:
     n = Negotiator(ssl_enabled=False, gss_enabled=False)
     n.receive(data)
     assert n.state in (State.STARTED, State.CLOSED)
-    with pytest.raises(IllegalTransition):
+    with pytest.raises(IllegalMove):
         n.receive(b"more")
-    with pytest.raises(IllegalTransition):
+    with pytest.raises(IllegalMove):
         n.eof()
 
 
 def test_established_without_a_handshake_is_illegal() -> None:
     with pytest.raises(
-        IllegalTransition, match="'ssl established' is not allowed in state 'fresh'"
+        IllegalMove, match="'ssl established' is not allowed in state 'fresh'"
     ):
         Negotiator(True, True).encryption_established("ssl")
 

@@ -28,7 +28,6 @@ from pggate.auth.password import (
     Event,
     Exchange,
     Failure,
-    IllegalMove,
     Md5Exchange,
     Outcome,
     ScramExchange,
@@ -40,6 +39,7 @@ from pggate.auth.password import (
 from pggate.auth.verifiers import RoleSecret
 from pggate.errors import ClientError, SilentClose
 from pggate.proto import codec, codes, query
+from pggate.statetable import IllegalMove
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 MOCK_NONCE = bytes(range(32))

@@ -26,6 +26,7 @@ from pggate.hba import IdentMaps
 from pggate.pgtext import ascii_lower
 from pggate.proto import codec, codes
 from pggate.proto.messages import wire_str
+from pggate.statetable import look_up
 from pggate.transport.gss import gss_status_detail
 
 # python-gssapi is the optional extra pggate[gss]. Without it this module still imports (the
@@ -154,15 +155,6 @@ class ExchangeState(enum.Enum):
     DONE = "done"
 
 
-class IllegalExchangeStep(RuntimeError):
-    """The session drove the exchange out of order."""
-
-    def __init__(self, state: ExchangeState, call: str) -> None:
-        super().__init__(f"GSS exchange: {call}() is not allowed in state {state.value!r}")
-        self.state = state
-        self.call = call
-
-
 # (state, call) → state after it. Absent = illegal.
 _TRANSITIONS: dict[tuple[ExchangeState, str], ExchangeState] = {
     (ExchangeState.NEW, "start"): ExchangeState.AWAITING_TOKEN,
@@ -204,10 +196,7 @@ class GssAuthExchange:
         return self._state
 
     def _move(self, call: str) -> None:
-        try:
-            self._state = _TRANSITIONS[self._state, call]
-        except KeyError:
-            raise IllegalExchangeStep(self._state, call) from None
+        self._state = look_up(_TRANSITIONS, "GSS exchange", self._state, call)
 
     def start(self) -> bytes:
         """AuthenticationGSS (``R``, code 7)."""
@@ -276,7 +265,6 @@ __all__ = [
     "ExchangeState",
     "Failure",
     "GssAuthExchange",
-    "IllegalExchangeStep",
     "Outcome",
     "Send",
     "Success",

@@ -41,6 +41,7 @@ from pggate.auth.cert import method_failure
 from pggate.auth.verifiers import PasswordType, RoleSecret, ScramSecret
 from pggate.errors import ClientError, ProtocolViolation
 from pggate.proto import codec, codes
+from pggate.statetable import look_up
 
 Body = bytes | bytearray | memoryview
 
@@ -118,15 +119,6 @@ SCRAM_TRANSITIONS: Final[Table] = {
 }
 
 
-class IllegalMove(RuntimeError):
-    """The session drove an exchange in a way its transition table does not allow (a bug)."""
-
-    def __init__(self, kind: str, state: State, event: Event) -> None:
-        super().__init__(f"{kind}: {event.value!r} is not allowed in state {state.value!r}")
-        self.state = state
-        self.event = event
-
-
 class Exchange(abc.ABC):
     """Common driving logic; the subclasses say what the messages mean."""
 
@@ -138,10 +130,7 @@ class Exchange(abc.ABC):
         self.state = State.NEW
 
     def _move(self, event: Event) -> None:
-        try:
-            self.state = self.TRANSITIONS[self.state, event]
-        except KeyError:
-            raise IllegalMove(type(self).__name__, self.state, event) from None
+        self.state = look_up(self.TRANSITIONS, type(self).__name__, self.state, event)
 
     def start(self) -> bytes:
         """The AuthenticationRequest that opens the exchange."""
@@ -664,7 +653,6 @@ __all__ = [
     "Event",
     "Exchange",
     "Failure",
-    "IllegalMove",
     "Md5Exchange",
     "Outcome",
     "ScramExchange",

@@ -23,7 +23,7 @@ of 18.6 applied (shared/protocol.md §1–§2, §7):
   feeding them to the GSS layer is the useful reading; refusing them is the strict one).
 
 A move the table does not list (bytes during a handshake, a second startup, a wrong
-``encryption_established`` kind) is a bug in the shell and raises :class:`IllegalTransition`.
+``encryption_established`` kind) is a bug in the shell and raises :class:`IllegalMove`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from pggate.proto.messages import (
     StartupMessage,
     StartupPacket,
 )
+from pggate.statetable import look_up
 
 EncryptionKind = Literal["ssl", "direct_ssl", "gss"]
 
@@ -285,15 +286,6 @@ _ESTABLISHED: Final[dict[str, Input]] = {
 }
 
 
-class IllegalTransition(RuntimeError):
-    """The shell drove the negotiator in a way the transition table does not allow."""
-
-    def __init__(self, state: State, input_: Input) -> None:
-        super().__init__(f"negotiation: {input_.value!r} is not allowed in state {state.value!r}")
-        self.state = state
-        self.input = input_
-
-
 def negotiate_response(message: StartupMessage) -> bytes | None:
     """The NegotiateProtocolVersion PG18 queues for ``message``, if any.
 
@@ -331,10 +323,7 @@ class Negotiator:
         self._buffer = bytearray()
 
     def _move(self, input_: Input) -> Action:
-        try:
-            action, after = TRANSITIONS[self.state, input_]
-        except KeyError:
-            raise IllegalTransition(self.state, input_) from None
+        action, after = look_up(TRANSITIONS, "negotiation", self.state, input_)
         self.state = after
         return action
 
