@@ -1,19 +1,24 @@
-"""One consistent snapshot of everything a connection is judged by.
+"""One consistent snapshot of everything a connection is served with.
 
-pggate.conf, pg_hba.conf and pg_ident.conf are loaded together into a frozen :class:`Policy`.
-A reload builds a whole new snapshot and swaps it in only if every file loaded, so a
-connection never sees half of an old configuration and half of a new one (PostgreSQL's
-all-or-nothing reload).
+A :class:`Snapshot` holds what the files say (:class:`Policy`: pggate.conf, pg_hba.conf,
+pg_ident.conf, the backend address) and what was loaded from them (:class:`TlsState`: the TLS
+context with its certificate's ``tls-server-end-point`` hash; :class:`GssState`: the keytab).
+:func:`load_snapshot` builds it, at start and on every reload, with PostgreSQL's rule for each
+file; the server swaps it in with one assignment and each connection takes it once, at
+accept, so a connection never sees half of an old configuration and half of a new one.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import os
+import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from pggate import config as config_module
+from pggate import logs, tlsconf
 from pggate.config import Config
 from pggate.config.files import DiskFiles
 from pggate.conninfo import BackendAddress, backend_address
@@ -23,6 +28,8 @@ from pggate.hba.tokens import AuthFileError
 
 log = logging.getLogger("pggate.policy")
 
+Prompt = Callable[[str], str]
+
 EMBEDDED_DATA_DIR = "pgdata"
 EMBEDDED_SOCKET_DIR = "pgsocket"
 EMBEDDED_PORT = 5432
@@ -31,6 +38,8 @@ EMBEDDED_SUPERUSER = "postgres"
 
 @dataclass(frozen=True, slots=True)
 class Policy:
+    """What the files say: the configuration, pg_hba.conf, pg_ident.conf, the backend."""
+
     config: Config
     hba: HbaPolicy
     ident: IdentMaps
@@ -81,9 +90,7 @@ def build(cfg: Config, previous: Policy | None = None) -> Policy:
     pg_ident.conf is logged and leaves the previous maps (none at start) in force.
     """
     files = DiskFiles()
-    hba = load_hba(
-        str(cfg.path(cfg.hba_file)), files, ssl_enabled=cfg.ssl, warn=log.warning
-    )
+    hba = load_hba(str(cfg.path(cfg.hba_file)), files, ssl_enabled=cfg.ssl, warn=log.warning)
     crossed = cross_file_problems(cfg, hba)
     if crossed:
         raise AuthFileError(crossed)
@@ -106,5 +113,130 @@ def build(cfg: Config, previous: Policy | None = None) -> Policy:
 
 
 def load(directory: Path | str, overrides: Mapping[str, str] | None = None) -> Policy:
-    """Load a gateway directory from scratch."""
+    """Load a gateway directory's files from scratch (for the commands that judge a directory
+    without serving it; serve loads a whole :class:`Snapshot`)."""
     return build(config_module.load(Path(directory), overrides or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class TlsState:
+    """The server TLS context (None: ``ssl = off``) and the ``tls-server-end-point`` hash of
+    the certificate it presents (None: no SCRAM-SHA-256-PLUS), loaded together so that a
+    connection binds to the certificate it was offered, across any reload."""
+
+    context: ssl.SSLContext | None = None
+    end_point_hash: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GssState:
+    """GSSAPI: ``keytab`` (``FILE:/path``) when ``krb_server_keyfile`` names a readable keytab,
+    else None, and GSSENCRequest is answered ``N``."""
+
+    keytab: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.keytab is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one connection is served with, swapped whole on reload."""
+
+    policy: Policy
+    tls: TlsState
+    gss: GssState
+
+
+class LoadFailure(ConfigError):
+    """A file that loads all or nothing failed: ``errors`` are its problems, in order, and the
+    message is PostgreSQL's FATAL for it at start (``could not load FILE``); on reload each
+    problem is logged and the previous snapshot stays."""
+
+    def __init__(self, errors: list[ConfigError], summary: str | None = None) -> None:
+        self.errors = tuple(errors)
+        first = errors[0]
+        super().__init__(
+            summary or first.message,
+            file=None if summary else first.file,
+            line=None if summary else first.line,
+            parameter=first.parameter,
+            detail=None if summary else first.detail,
+            hint=None if summary else first.hint,
+        )
+
+
+def load_tls(cfg: Config, *, reloading: bool, prompt: Prompt | None = None) -> TlsState:
+    """The TLS state ``cfg`` asks for (be_tls_init); raises ConfigError. ``prompt`` asks the
+    terminal for a key passphrase at start; on reload a passphrase only comes from
+    ``ssl_passphrase_command`` with ``ssl_passphrase_command_supports_reload``."""
+    if not cfg.ssl:
+        return TlsState()
+    context = tlsconf.build_server_context(
+        tlsconf.TlsSettings.from_config(cfg),
+        reloading=reloading,
+        prompt=None if reloading else prompt,
+        log=log.info,
+    )
+    return TlsState(context, tlsconf.certificate_info(context).end_point_hash)
+
+
+def load_gss(cfg: Config) -> GssState:
+    """GSSENCRequest is answered ``G`` when krb_server_keyfile names a readable keytab."""
+    keyfile = cfg.krb_server_keyfile
+    if not keyfile:
+        return GssState()
+    path = cfg.path(keyfile.removeprefix("FILE:"))
+    if not os.access(path, os.R_OK):
+        log.warning('could not read Kerberos keytab "%s"; GSSAPI is disabled', path)
+        return GssState()
+    return GssState(keytab=f"FILE:{path}")
+
+
+def load_snapshot(
+    directory: Path,
+    overrides: Mapping[str, str],
+    *,
+    previous: Snapshot | None = None,
+    prompt: Prompt | None = None,
+) -> Snapshot:
+    """The snapshot of ``directory``: at start (``previous`` None) or on reload.
+
+    PostgreSQL's rule for each file:
+
+    * pggate.conf (with ``overrides``) and pg_hba.conf: all or nothing. A broken one raises
+      :class:`LoadFailure` with every problem found (at start fatal; on reload the caller keeps
+      ``previous``); another ConfigError (the backend conninfo) is raised as it is. On reload,
+      restart-only settings keep their values, with PostgreSQL's message for each one changed.
+    * pg_ident.conf: a broken or missing file is logged and the previous maps (none at start)
+      stay in force.
+    * TLS: at start a failure is raised (ConfigError). On reload it is logged with ``SSL
+      configuration was not reloaded`` and the previous TLS state stays; that includes an
+      encrypted key whose passphrase cannot be asked again.
+    * GSSAPI: on when ``krb_server_keyfile`` names a readable keytab.
+    """
+    problems = config_module.check(directory, overrides)
+    if problems:
+        conf = Path(directory).absolute() / config_module.CONFIG_FILE_NAME
+        raise LoadFailure(problems, f'configuration file "{conf}" contains errors')
+    cfg = config_module.load(directory, overrides)
+    messages: list[str] = []
+    if previous is not None:
+        cfg, messages = config_module.reload_diff(previous.policy.config, cfg)
+    try:
+        policy = build(cfg, previous=None if previous is None else previous.policy)
+    except AuthFileError as err:
+        raise LoadFailure(list(err.errors), f"could not load {cfg.path(cfg.hba_file)}") from None
+    for message in messages:
+        log.info("%s", message)
+    if previous is None:
+        tls = load_tls(cfg, reloading=False, prompt=prompt)
+    else:
+        try:
+            tls = load_tls(cfg, reloading=True)
+        except ConfigError as exc:
+            logs.report(log, logging.ERROR, exc)
+            log.info("SSL configuration was not reloaded")
+            tls = previous.tls
+    return Snapshot(policy, tls, load_gss(cfg))

@@ -13,44 +13,24 @@ from __future__ import annotations
 import getpass
 import logging
 import ssl
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
 from pggate import config as config_module
 from pggate import policy as policy_module
-from pggate import tlsconf
 from pggate.config import Config
 from pggate.config.files import DiskFiles
 from pggate.errors import ConfigError
 from pggate.hba import load_hba, load_ident
 from pggate.hba.tokens import AuthFileError
+from pggate.policy import LoadFailure, Prompt
 
 log = logging.getLogger("pggate.preflight")
-
-Prompt = Callable[[str], str]
-
-
-class StartupFailure(ConfigError):
-    """serve cannot start: ``errors`` are every problem found in the failing file, in order
-    (PostgreSQL logs each bad pg_hba.conf line, then ``FATAL: could not load FILE``)."""
-
-    def __init__(self, errors: list[ConfigError], summary: str | None = None) -> None:
-        self.errors = tuple(errors)
-        first = errors[0]
-        super().__init__(
-            summary or first.message,
-            file=None if summary else first.file,
-            line=None if summary else first.line,
-            parameter=first.parameter,
-            detail=None if summary else first.detail,
-            hint=None if summary else first.hint,
-        )
 
 
 def each_error(err: ConfigError) -> list[ConfigError]:
     """The individual problems behind ``err`` (a whole auth file's, or just itself)."""
-    if isinstance(err, AuthFileError | StartupFailure):
+    if isinstance(err, AuthFileError | LoadFailure):
         return list(err.errors)
     return [err]
 
@@ -77,37 +57,16 @@ def terminal_prompt() -> Prompt | None:
 
 
 def load_tls(cfg: Config, *, reloading: bool) -> ssl.SSLContext | None:
-    """The server TLS context for ``cfg`` (None when ssl is off); raises ConfigError."""
-    if not cfg.ssl:
-        return None
-    return tlsconf.build_server_context(
-        tlsconf.TlsSettings.from_config(cfg),
-        reloading=reloading,
-        prompt=None if reloading else terminal_prompt(),
-        log=log.info,
-    )
+    """The server TLS context for ``cfg`` (None when ssl is off); raises ConfigError. The
+    snapshot's own loader, with the terminal as passphrase prompt at start."""
+    prompt = None if reloading or not cfg.ssl else terminal_prompt()
+    return policy_module.load_tls(cfg, reloading=reloading, prompt=prompt).context
 
 
-@dataclass(frozen=True, slots=True)
-class Loaded:
-    """What serve starts with."""
-
-    policy: policy_module.Policy
-    tls_context: ssl.SSLContext | None
-
-
-def load(directory: Path, overrides: Mapping[str, str]) -> Loaded:
-    """serve's start: the first failing file stops it (StartupFailure lists its errors)."""
-    errors = config_module.check(directory, overrides)
-    if errors:
-        conf = Path(directory).absolute() / config_module.CONFIG_FILE_NAME
-        raise StartupFailure(errors, f'configuration file "{conf}" contains errors')
-    cfg = config_module.load(directory, overrides)
-    try:
-        policy = policy_module.build(cfg)
-    except AuthFileError as err:
-        raise StartupFailure(list(err.errors), f"could not load {cfg.path(cfg.hba_file)}") from None
-    return Loaded(policy, load_tls(cfg, reloading=False))
+def load(directory: Path, overrides: Mapping[str, str]) -> policy_module.Snapshot:
+    """serve's start: the snapshot reload builds too; the first failing file stops it
+    (LoadFailure lists its errors, a TLS problem is its ConfigError)."""
+    return policy_module.load_snapshot(directory, overrides, prompt=terminal_prompt())
 
 
 def problems(directory: Path, overrides: Mapping[str, str]) -> list[ConfigError]:

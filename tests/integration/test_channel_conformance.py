@@ -1,15 +1,16 @@
-"""One conformance suite for every encryption channel behind the byte-stream interface.
+"""One conformance suite for every channel behind the byte-stream interface.
 
 The house rule (shared/style.md): one byte-stream interface over plain, TLS and GSS, nothing
 above it branches on which, and one conformance suite runs against each.  Every test here takes
-``pair`` — a server channel (:class:`~pggate.transport.tls.TlsChannel` or
-:class:`~pggate.transport.gss.GssChannel`) after a completed in-memory handshake, and a client
-adapter with ``send(plain) -> raw`` / ``receive(raw) -> plain`` — and asserts the same
-property on both, with no branch on the kind.
+``pair`` — a server :class:`~pggate.transport.Channel` (:data:`~pggate.transport.PLAIN`,
+:class:`~pggate.transport.TlsChannel` or :class:`~pggate.transport.gss.GssChannel`) after a
+completed in-memory handshake, and a client adapter with ``send(plain) -> raw`` /
+``receive(raw) -> plain`` — and asserts the same property on each, with no branch on the kind.
 
 The handshake itself is driven through the shared shape too (``feed`` then ``handshake()``
-until done), by one driver for both kinds; only the client adapters know their protocol.
+until done), by one driver for every kind; only the client adapters know their protocol.
 GSS needs the real KDC of ``kdc.py``, hence an integration test; everything else is memory.
+Garbage is an error only for the encrypted kinds: to the plain channel it is plaintext.
 """
 
 from __future__ import annotations
@@ -31,27 +32,16 @@ from tls_support import CN_HOST, Pki, make_pki
 from tls_support import client_context as tls_client_context
 
 from pggate.tlsconf import TlsSettings, build_server_context
-from pggate.transport import CHANNEL_ERRORS
+from pggate.transport import PLAIN, Channel, ChannelError, ChannelKind, TlsChannel
 from pggate.transport.gss import MAX_DATA_PAYLOAD, GssChannel
-from pggate.transport.tls import TlsChannel
 
 pytestmark = pytest.mark.integration
 
-KINDS = ["tls", "gss"]
+KINDS = {"plain": ChannelKind.NONE, "tls": ChannelKind.SSL, "gss": ChannelKind.GSS}
+ENCRYPTED = ["tls", "gss"]
 LENGTH = struct.Struct("!I")  # PostgreSQL's GSS packet framing (be-secure-gssapi.c)
 KB = 1024
 MB = 1024 * 1024
-
-
-class Channel(Protocol):
-    """The server-side byte-stream interface every channel implements."""
-
-    peer_closed: bool
-
-    def handshake(self) -> tuple[bytes, bool]: ...
-    def feed(self, data: bytes) -> bytes: ...
-    def encrypt(self, data: bytes) -> bytes: ...
-    def pending_output(self) -> bytes: ...
 
 
 class ClientAdapter(Protocol):
@@ -67,6 +57,19 @@ Pair = tuple[Channel, ClientAdapter]
 
 
 # --- client adapters --------------------------------------------------------------------------
+
+
+class PlainClient:
+    """A client without encryption: nothing to negotiate, bytes as they are."""
+
+    def step(self, incoming: bytes) -> tuple[bytes, bool]:
+        return b"", True
+
+    def send(self, plain: bytes) -> bytes:
+        return plain
+
+    def receive(self, raw: bytes) -> bytes:
+        return raw
 
 
 class TlsClient:
@@ -175,14 +178,20 @@ def connectors(pki: Pki, kdc: Realm, ticket: Path) -> dict[str, Callable[[], Pai
         return server, client
 
     return {
+        "plain": lambda: make(PLAIN, PlainClient()),
         "tls": lambda: make(TlsChannel(server_tls), TlsClient(client_tls)),
         "gss": lambda: make(GssChannel(acceptor), GssClient(gss_client_context(kdc, ticket))),
     }
 
 
-@pytest.fixture(params=KINDS)
-def pair(request: pytest.FixtureRequest, connectors: dict[str, Callable[[], Pair]]) -> Pair:
-    return connectors[request.param]()
+@pytest.fixture(params=list(KINDS))
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def pair(kind: str, connectors: dict[str, Callable[[], Pair]]) -> Pair:
+    return connectors[kind]()
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -278,15 +287,21 @@ GARBAGE = {
 }
 
 
+@pytest.mark.parametrize("encrypted", ENCRYPTED)
 @pytest.mark.parametrize("garbage", GARBAGE.values(), ids=GARBAGE.keys())
-def test_garbage_raises_a_channel_error(pair: Pair, garbage: bytes) -> None:
+def test_garbage_raises_a_channel_error(
+    connectors: dict[str, Callable[[], Pair]], encrypted: str, garbage: bytes
+) -> None:
+    pair = connectors[encrypted]()
     server, _client = pair
     assert to_server(pair, b"fine so far") == b"fine so far"
-    with pytest.raises(CHANNEL_ERRORS):
+    with pytest.raises(ChannelError) as caught:
         server.feed(garbage)
+    assert isinstance(caught.value.output, bytes)  # what is still owed to the peer
+    assert str(caught.value)  # the line the server logs
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(KINDS))
 @settings(max_examples=60, deadline=None)
 @given(data=st.binary(max_size=300))
 def test_garbage_fuzz_only_channel_errors(
@@ -296,7 +311,7 @@ def test_garbage_fuzz_only_channel_errors(
     server, _client = connectors[kind]()
     try:
         got = server.feed(data)
-    except CHANNEL_ERRORS:
+    except ChannelError:
         return
     assert isinstance(got, bytes)
 
@@ -321,3 +336,30 @@ def test_encrypt_empty_delivers_nothing(pair: Pair) -> None:
     assert client.receive(raw) == b""
     assert to_client(pair, b"next") == b"next"  # and the stream is still in step
     assert to_server(pair, b"") == b""
+
+
+def test_info_reports_the_kind_after_the_handshake(pair: Pair, kind: str) -> None:
+    server, _client = pair
+    assert server.handshake_done
+    assert server.info.kind is KINDS[kind]
+    assert server.info.ssl == (kind == "tls")
+    assert server.info.gss == (kind == "gss")
+
+
+def test_a_transparent_channel_changes_no_bytes(pair: Pair) -> None:
+    """What the relay relies on when it passes a transparent channel's bytes straight on."""
+    server, client = pair
+    data = os.urandom(5000)
+    raw = client.send(data)
+    assert (raw == data) is server.transparent
+    assert server.feed(raw) == data
+    assert (server.encrypt(data) == data) is server.transparent
+    assert server.pending_output() == b""
+
+
+def test_close_is_bytes_without_plaintext(pair: Pair) -> None:
+    server, client = pair
+    assert to_client(pair, b"last words") == b"last words"
+    goodbye = server.close()
+    assert isinstance(goodbye, bytes)
+    assert client.receive(goodbye) == b""

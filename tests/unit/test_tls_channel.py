@@ -1,7 +1,9 @@
-"""TlsChannel: two channels (server and client) talking through memory, no sockets."""
+"""TlsChannel: two channels (server and client) talking through memory, no sockets; the
+ChannelInfo a real handshake reports."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import ssl
@@ -14,7 +16,8 @@ from cryptography import x509
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
-from pggate.transport.tls import TlsChannel, TlsHandshakeError
+from pggate.transport import ChannelError, ChannelInfo, ChannelKind
+from pggate.transport.tls import TlsChannel, TlsError, TlsHandshakeError
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +224,92 @@ def test_dn_matches_x509_name_print_ex(factory: CertFactory, server_ctx: ssl.SSL
     assert "+" in expected and "\\C3\\BC" in expected and "#" in expected
     assert server.peer_dn_rfc2253 == expected
     assert server.peer_common_name == " ünïcødé\x01 "
+
+
+def test_channel_info_from_a_real_handshake(
+    factory: CertFactory, server_ctx: ssl.SSLContext
+) -> None:
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "PGDG"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "ssltestuser"),
+        ]
+    )
+    cert = factory.client("info", subject)
+    client = client_channel(factory.client_context(cert))
+    end_point = bytes(range(32))
+    server = TlsChannel(server_ctx, end_point_hash=end_point)
+    assert server.info == ChannelInfo(kind=ChannelKind.SSL)  # the kind only, until done
+    handshake(client, server)
+    info = server.info
+    assert info.kind is ChannelKind.SSL
+    assert (info.ssl, info.gss) == (True, False)
+    assert info.tls_version == "TLSv1.3" == client.version
+    assert server.cipher is not None
+    assert (info.cipher, info.bits) == server.cipher
+    assert info.bits is not None and info.bits >= 128
+    assert info.alpn == "postgresql"
+    assert info.peer_cert_verified
+    assert info.peer_common_name == "ssltestuser"
+    assert info.peer_subject_dn == "CN=ssltestuser,O=PGDG"
+    assert info.peer_issuer_dn == "CN=Test CA"
+    assert info.peer_serial == str(cert.cert.serial_number)  # decimal, as pg_stat_ssl
+    assert info.end_point_hash == end_point
+    assert (info.gss_principal, info.gss_delegated) == (None, False)
+    assert server.info == info
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.cipher = "NULL"  # type: ignore[misc]
+
+
+def test_channel_info_without_a_client_certificate(
+    factory: CertFactory, server_ctx: ssl.SSLContext
+) -> None:
+    _client, server = connect(server_ctx, factory.client_context(alpn=[]))
+    info = server.info
+    assert info.ssl and info.alpn is None and info.end_point_hash is None
+    assert not info.peer_cert_verified
+    assert info.peer_common_name is info.peer_subject_dn is None
+    assert info.peer_issuer_dn is info.peer_serial is None
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_channel_info_issuer_and_serial_match_openssl(
+    factory: CertFactory, server_ctx: ssl.SSLContext
+) -> None:
+    cert = factory.client("serial", "ssltestuser")
+    _client, server = connect(server_ctx, factory.client_context(cert))
+    out = subprocess.run(
+        [
+            "openssl",
+            "x509",
+            "-noout",
+            "-serial",
+            "-issuer",
+            "-nameopt",
+            "RFC2253",
+            "-in",
+            str(cert.cert_path),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    serial = int(out[0].removeprefix("serial="), 16)
+    assert server.info.peer_serial == str(serial)
+    assert server.info.peer_issuer_dn == out[1].removeprefix("issuer=")
+
+
+def test_errors_are_channel_errors(factory: CertFactory, server_ctx: ssl.SSLContext) -> None:
+    """One error type for every channel: the bytes owed to the peer, the line to log."""
+    server = TlsChannel(server_ctx, b"GET / HTTP/1.1\r\n\r\n")
+    with pytest.raises(ChannelError) as handshake_failure:
+        server.handshake()
+    assert isinstance(handshake_failure.value, TlsHandshakeError)
+    assert str(handshake_failure.value) == "could not accept SSL connection: http request"
+    assert handshake_failure.value.output == b""  # OpenSSL sends no alert to an HTTP client
+    _client, server = connect(server_ctx, factory.client_context())
+    server.close()
+    with pytest.raises(ChannelError) as data_failure:
+        server.encrypt(b"after close_notify")
+    assert isinstance(data_failure.value, TlsError)
+    assert (str(data_failure.value), data_failure.value.detail) == ("protocol is shutdown", None)

@@ -20,13 +20,13 @@ from pggate.errors import ClientError, SilentClose
 from pggate.hba import HbaRule
 from pggate.proto import codec, codes
 from pggate.proto.messages import StartupMessage
-from pggate.server import catalog
-from pggate.transport import is_gss
-from pggate.transport.tls import TlsChannel
+from pggate.server import catalog, facts
+from pggate.transport import Channel, GssError
 
 if TYPE_CHECKING:
-    from pggate.policy import Policy
-    from pggate.transport.gss import GssChannel
+    from gssapi.raw.creds import Creds
+
+    from pggate.policy import GssState, Policy, Snapshot
 
 log = logging.getLogger("pggate.auth")
 
@@ -39,7 +39,7 @@ MAX_RESPONSE_LENGTH = codes.MAX_AUTH_TOKEN_LENGTH + 4
 class ClientConversation(Protocol):
     """What an exchange needs from the session: send, and read one typed message."""
 
-    channel: TlsChannel | GssChannel | None
+    channel: Channel
 
     def send(self, data: bytes) -> None: ...
 
@@ -97,17 +97,20 @@ def mock_iterations(cfg: Config, reported: Mapping[str, str]) -> int:
 
 async def authenticate(
     client: ClientConversation,
-    policy: Policy,
+    snapshot: Snapshot,
     rule: HbaRule,
     startup: StartupMessage,
     *,
-    tls_end_point_hash: bytes | None,
     mock_nonce: MockNonce,
 ) -> AuthResult:
     """Run ``rule``'s method; returns what the session needs, raises the client's FATAL.
 
-    A failure's log DETAIL names the pg_hba.conf line, as auth.c auth_failed does.
+    What the channel established (certificate, SCRAM binding, GSS identity) comes from its
+    :class:`~pggate.transport.ChannelInfo`. A failure's log DETAIL names the pg_hba.conf line,
+    as auth.c auth_failed does.
     """
+    policy = snapshot.policy
+    info = client.channel.info
     try:
         method = str(rule.method)
         if method not in IMPLEMENTED_METHODS:
@@ -116,8 +119,7 @@ async def authenticate(
                 f'authentication method "{method}" is not supported by this pggate build',
                 log_detail=rule.log_detail,
             )
-        channel = client.channel
-        peer = _peer_certificate(channel)
+        peer = facts.peer_certificate(info)
         cert.check_before_auth(rule, peer, ca_loaded=bool(policy.config.ssl_ca_file))
         user = startup.user
         result = AuthResult()
@@ -129,13 +131,15 @@ async def authenticate(
                 identity = cert.authenticated_identity(peer)
                 log.info('connection authenticated: identity="%s" method=cert %s', identity, where)
         elif method in PASSWORD_METHODS:
-            result = await _password(client, policy, method, user, tls_end_point_hash, mock_nonce)
+            binding = facts.scram_binding(info)
+            result = await _password(client, policy, method, user, binding, mock_nonce)
             if log_auth:
                 log.info(
                     'connection authenticated: identity="%s" method=%s %s', user, method, where
                 )
         elif method == "gss":
-            result = await _gss(client, policy, rule, user, log_auth, where)
+            established = facts.gss_identity(info)
+            result = await _gss(client, snapshot, rule, user, established, log_auth, where)
         elif log_auth:  # trust
             log.info('connection authenticated: user="%s" method=%s %s', user, method, where)
         if peer is not None:
@@ -145,16 +149,6 @@ async def authenticate(
         if rule.log_detail not in (err.log_detail or ""):
             err.log_detail = "\n".join(filter(None, (err.log_detail, rule.log_detail)))
         raise
-
-
-def _peer_certificate(channel: TlsChannel | GssChannel | None) -> cert.PeerCertificate | None:
-    if not isinstance(channel, TlsChannel):
-        return None
-    return cert.PeerCertificate(
-        verified=channel.peer_cert_verified,
-        common_name=channel.peer_common_name,
-        distinguished_name=channel.peer_dn_rfc2253,
-    )
 
 
 async def _password(
@@ -212,24 +206,25 @@ async def _password(
 
 async def _gss(
     client: ClientConversation,
-    policy: Policy,
+    snapshot: Snapshot,
     rule: HbaRule,
     user: str,
+    established: tuple[str, bool] | None,
     log_auth: bool,
     where: str,
 ) -> AuthResult:
-    """gss: the encryption handshake already authenticated the client, or run the exchange."""
+    """gss: the encryption handshake already established the client's principal and
+    delegation (``established``), or run the exchange."""
     # Imported here: python-gssapi loads only when a pg_hba.conf line asks for gss.
     from pggate.auth import gss as gss_auth
 
-    cfg = policy.config
-    channel = client.channel
+    cfg = snapshot.policy.config
     before_ok = b""
-    if is_gss(channel):
-        principal, delegated = channel.principal or "", channel.delegated_credentials
+    if established is not None:
+        principal, delegated = established
     else:
         exchange = gss_auth.GssAuthExchange(
-            None, user=user, accept_delegation=cfg.gss_accept_delegation
+            _acceptor(snapshot.gss, user), user=user, accept_delegation=cfg.gss_accept_delegation
         )
         client.send(exchange.start())
         while True:
@@ -253,7 +248,7 @@ async def _gss(
         krb_realm=rule.krb_realm,
         usermap=rule.usermap,
         case_insensitive=cfg.krb_caseins_users,
-        ident=policy.ident,
+        ident=snapshot.policy.ident,
     )
     return AuthResult(
         before_ok=before_ok,
@@ -261,6 +256,26 @@ async def _gss(
         gss_principal=principal,
         gss_delegated=delegated,
     )
+
+
+def _acceptor(gss: GssState, user: str) -> Creds | None:
+    """The acceptor credentials of the snapshot's keytab (None: GSSAPI encryption is off, and
+    the process's default acceptor is used, as before any keytab was named).
+
+    A keytab GSSAPI cannot use (no keys in it) fails the method with the text and log DETAIL
+    its first accept would produce, before AuthenticationGSS is sent rather than after the
+    client's first token.
+    """
+    if gss.keytab is None:
+        return None
+    from pggate.transport import gss as gss_transport
+
+    try:
+        return gss_transport.acceptor_credentials(gss.keytab)
+    except GssError as err:
+        raise cert.method_failure(
+            "gss", user, log_detail=f"accepting GSS security context failed: {err.detail}"
+        ) from None
 
 
 __all__ = ["AuthResult", "MockNonce", "authenticate"]

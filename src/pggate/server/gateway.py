@@ -1,4 +1,5 @@
-"""The shared state of one serving process: policy snapshot, counts, cancel keys, live sessions."""
+"""The shared state of one serving process: the current snapshot, counts, cancel keys, live
+sessions."""
 
 from __future__ import annotations
 
@@ -9,20 +10,20 @@ import logging
 import os
 import secrets
 import socket
-import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import psutil
 
-from pggate import pidfile, tlsconf
+from pggate import pidfile
 from pggate.conninfo import BackendAddress
 from pggate.errors import ClientError
-from pggate.policy import Policy
+from pggate.policy import Snapshot
 from pggate.proto import codec
 from pggate.server import catalog, pool, relay, upstream, workers
 from pggate.server.authflow import MockNonce
 from pggate.server.session import ClientSession
+from pggate.transport import Channel
 
 log = logging.getLogger("pggate.gateway")
 
@@ -106,50 +107,23 @@ async def forward_cancel(socket_name: str, pid: int, key: bytes) -> None:
         sock.close()
 
 
-def end_point_hash(context: ssl.SSLContext | None) -> bytes | None:
-    """SCRAM's tls-server-end-point binding for our certificate (None: no -PLUS)."""
-    if context is None:
-        return None
-    return tlsconf.certificate_info(context).end_point_hash
-
-
-def gss_configured(policy: Policy) -> bool:
-    """GSSENCRequest is answered G when krb_server_keyfile names a readable keytab.
-
-    The keytab reaches MIT Kerberos through KRB5_KTNAME (be-secure-gssapi.c does the same).
-    """
-    keyfile = policy.config.krb_server_keyfile
-    if not keyfile:
-        return False
-    path = policy.config.path(keyfile.removeprefix("FILE:"))
-    if not os.access(path, os.R_OK):
-        log.warning('could not read Kerberos keytab "%s"; GSSAPI is disabled', path)
-        return False
-    os.environ["KRB5_KTNAME"] = f"FILE:{path}"
-    return True
-
-
 class Gateway:
-    """State shared by all sessions of one process; swapped policy on reload."""
+    """State shared by all sessions of one process. ``snapshot`` is what new connections are
+    served with; a reload replaces it with one assignment (:meth:`install`)."""
 
     def __init__(
         self,
-        policy: Policy,
-        tls_context: ssl.SSLContext | None = None,
+        snapshot: Snapshot,
         *,
         worker: int = 0,
         supervisor_pid: int | None = None,
     ) -> None:
-        self.policy = policy
-        self.tls_context = tls_context
-        self.tls_end_point_hash = end_point_hash(tls_context)
-        self.gss_enabled = gss_configured(policy)
         self.mock_nonce = MockNonce()
         self.worker = worker
         self.supervisor_pid = supervisor_pid  # set when several workers share the port
         self.pool = pool.BackendPool()
         self.reload_generation = 0
-        self.configure(policy)
+        self.install(snapshot)
         self.connection_count = 0
         self.stopping = False
         self.cancel_keys = CancelKeys(worker=worker)
@@ -159,11 +133,10 @@ class Gateway:
         self.idle = asyncio.Event()
         self.idle.set()
 
-    def configure(self, policy: Policy) -> None:
-        """Apply a (re)loaded policy."""
-        self.policy = policy
-        self.gss_enabled = gss_configured(policy)
-        cfg = policy.config
+    def install(self, snapshot: Snapshot) -> None:
+        """Serve new connections with ``snapshot``; established ones keep theirs."""
+        self.snapshot = snapshot
+        cfg = snapshot.policy.config
         self.pool.configure(
             cfg.pool_size, cfg.server_idle_timeout, cfg.server_lifetime, cfg.server_reset_query
         )
@@ -181,7 +154,7 @@ class Gateway:
             errors=tuple(errors),
         )
         try:
-            pidfile.write_reload_result(self.policy.config.directory, self.worker, result)
+            pidfile.write_reload_result(self.snapshot.policy.config.directory, self.worker, result)
         except OSError as exc:
             log.warning("could not record the result of the reload: %s", exc)
 
@@ -196,17 +169,14 @@ class Gateway:
         session: ClientSession,
         client: asyncio.Transport,
         backend: asyncio.Transport,
+        channel: Channel,
         *,
         to_client: bytes,
         to_backend: bytes,
         cancel_pid: int,
-        channel: relay.Channel | None = None,
-        release: Callable[[asyncio.Transport], None] | None = None,
+        observer: relay.Observer | None = None,
     ) -> None:
-        if release is None:
-            ends = relay.make_ends(client, backend, channel)
-        else:
-            ends = pool.make_ends(client, backend, channel, release)
+        ends = relay.make_ends(client, backend, channel, observer)
         self.relaying[session] = ends
         self.idle.clear()
 
@@ -238,7 +208,7 @@ class Gateway:
         if not pids:
             return
         try:
-            await catalog.terminate_backends(self.policy.backend, pids)
+            await catalog.terminate_backends(self.snapshot.policy.backend, pids)
             async with asyncio.timeout(timeout):
                 await self.idle.wait()
         except (ClientError, TimeoutError) as exc:

@@ -14,14 +14,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from pggate import config as config_module
 from pggate import logs, pidfile, preflight
 from pggate import policy as policy_module
 from pggate.config import Config
 from pggate.errors import ConfigError, PggateError
-from pggate.preflight import load_tls
 from pggate.server import workers
-from pggate.server.gateway import Gateway, end_point_hash
+from pggate.server.gateway import Gateway
 
 log = logging.getLogger("pggate.listener")
 
@@ -131,7 +129,7 @@ async def open_listeners(
     sharing the port through SO_REUSEPORT)."""
     loop = asyncio.get_running_loop()
     servers: list[asyncio.Server] = []
-    for sock in bind_sockets(gateway.policy.config) if sockets is None else sockets:
+    for sock in bind_sockets(gateway.snapshot.policy.config) if sockets is None else sockets:
         servers.append(
             await loop.create_server(gateway.new_session, sock=sock, backlog=LISTEN_BACKLOG)
         )
@@ -167,8 +165,8 @@ class _LoggedErrors(logging.Handler):
 
 @contextmanager
 def _collect_errors() -> Iterator[list[str]]:
-    """Every ERROR line pggate logs inside the block, whichever module logs it (policy.build
-    logs pg_ident.conf's problems itself)."""
+    """Every ERROR line pggate logs inside the block, whichever module logs it (the snapshot
+    builder logs pg_ident.conf's and the TLS files' problems itself)."""
     handler = _LoggedErrors()
     root = logging.getLogger("pggate")
     root.addHandler(handler)
@@ -179,51 +177,34 @@ def _collect_errors() -> Iterator[list[str]]:
 
 
 def reload(gateway: Gateway, overrides: Mapping[str, str]) -> None:
-    """SIGHUP: re-read everything. As in PostgreSQL, pggate.conf, pg_hba.conf and the TLS
-    files are each all-or-nothing: a broken one is logged and its previous state stays.
-    The errors logged are published for ``pggate reload`` (Gateway.reloaded)."""
+    """SIGHUP: re-read everything into a new snapshot (policy.load_snapshot applies
+    PostgreSQL's rule for each file) and swap it in. The errors logged are published for
+    ``pggate reload`` (Gateway.reloaded) before the verdict line, so whoever waits for that
+    line finds the result already written."""
     log.info("received SIGHUP, reloading configuration files")
     with _collect_errors() as errors:
-        _reload(gateway, overrides)
+        applied = _reload(gateway, overrides)
     gateway.reloaded(errors)
-
-
-def _reload(gateway: Gateway, overrides: Mapping[str, str]) -> None:
-    new_policy, problems = _reloaded_policy(gateway.policy, overrides)
-    for problem in problems:
-        logs.report(log, logging.ERROR, problem)
-    if new_policy is None:
+    if applied:
+        log.info("configuration files reloaded")
+    else:
         log.info("configuration files were not reloaded; the previous configuration stays")
-        return
-    try:
-        gateway.tls_context = load_tls(new_policy.config, reloading=True)
-        gateway.tls_end_point_hash = end_point_hash(gateway.tls_context)
-    except ConfigError as exc:
-        logs.report(log, logging.ERROR, exc)
-        log.info("SSL configuration was not reloaded")
-    gateway.configure(new_policy)
-    log.info("configuration files reloaded")
 
 
-def _reloaded_policy(
-    old: policy_module.Policy, overrides: Mapping[str, str]
-) -> tuple[policy_module.Policy | None, list[ConfigError]]:
-    """The policy a SIGHUP puts in force (None when a file is broken) and every error found:
-    each bad line of pggate.conf (check lists them all where load raises the first) or of
-    pg_hba.conf, as PostgreSQL logs each."""
-    directory = old.config.directory
-    problems = config_module.check(directory, overrides)
-    if problems:
-        return None, problems
+def _reload(gateway: Gateway, overrides: Mapping[str, str]) -> bool:
+    """Install the new snapshot; False when pggate.conf or pg_hba.conf is broken (each of its
+    problems logged, as PostgreSQL logs each) and the previous snapshot stays."""
+    previous = gateway.snapshot
     try:
-        fresh = config_module.load(directory, overrides)
-        merged, messages = config_module.reload_diff(old.config, fresh)
-        new_policy = policy_module.build(merged, previous=old)
+        snapshot = policy_module.load_snapshot(
+            previous.policy.config.directory, overrides, previous=previous
+        )
     except ConfigError as exc:
-        return None, preflight.each_error(exc)
-    for message in messages:
-        log.info("%s", message)
-    return new_policy, []
+        for problem in preflight.each_error(exc):
+            logs.report(log, logging.ERROR, problem)
+        return False
+    gateway.install(snapshot)
+    return True
 
 
 # SIGHUPs that arrive before the event loop takes the signal over (its default action would
@@ -287,13 +268,13 @@ def run(directory: Path, overrides: Mapping[str, str]) -> int:
     from pggate import embedded, preflight
 
     try:
-        loaded = preflight.load(directory, overrides)
-    except preflight.StartupFailure as failure:
+        snapshot = preflight.load(directory, overrides)
+    except policy_module.LoadFailure as failure:
         # As PostgreSQL: each problem is logged, then one FATAL line says what could not load.
         for problem in failure.errors:
             logs.report(log, logging.INFO, problem)
         raise
-    policy, tls_context = loaded.policy, loaded.tls_context
+    policy = snapshot.policy
     log.info("starting %s", version_line(policy.config.postgres_bindir or None))
     _defer_sighup()
     lock = pidfile.claim(directory, policy.config.port, policy.config.workers)
@@ -309,14 +290,14 @@ def run(directory: Path, overrides: Mapping[str, str]) -> int:
             log.info("embedded PostgreSQL started (%s)", policy.backend.describe())
         count = policy.config.workers
         if count == 1:
-            return _run_loop(Gateway(policy, tls_context), overrides, sockets)
+            return _run_loop(Gateway(snapshot), overrides, sockets)
         for sock in sockets:
             sock.close()  # the check is done; each worker binds its own (SO_REUSEPORT)
         supervisor = os.getpid()
 
         def run_worker(index: int) -> int:
             lock.forget()
-            gateway = Gateway(policy, tls_context, worker=index, supervisor_pid=supervisor)
+            gateway = Gateway(snapshot, worker=index, supervisor_pid=supervisor)
             return _run_loop(gateway, overrides, None)
 
         return workers.supervise(count, run_worker)

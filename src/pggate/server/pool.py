@@ -9,7 +9,8 @@ transaction. Anything else closes the backend instead. A backend is never shared
 
 The relay learns "idle" and "clean exit" from the last bytes of each chunk (ReadyForQuery ``I``
 ends the backend's chunk; Terminate is the client's whole last chunk), which costs one
-``endswith`` per chunk and no message parsing.
+``endswith`` per chunk and no message parsing. :class:`ExitTracker` watches a session as the
+relay's observer: the ends show it every chunk before forwarding it; it owns neither end.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from dataclasses import dataclass, field
 
 from pggate.proto import codec, query
 from pggate.proto.backend import LoginComplete
-from pggate.server import relay
 from pggate.server.inbox import InboxProtocol
 
 log = logging.getLogger("pggate.pool")
@@ -52,134 +52,36 @@ class PooledBackend:
         return not self.protocol.eof and not self.protocol.inbox and not self.transport.is_closing()
 
 
-@dataclass(slots=True)
 class ExitTracker:
-    """What the relay saw that decides whether the backend may be reused."""
+    """The pool's :class:`~pggate.server.relay.Observer` of one relayed session: what the relay
+    saw that decides whether the backend may be reused, and the hand-over when the client
+    leaves. It keeps the client's Terminate away from the backend."""
 
-    backend_idle: bool = True
-    client_clean_exit: bool = False
+    __slots__ = ("_release", "backend_idle", "client_clean_exit")
 
+    def __init__(self, release: Callable[[asyncio.Transport], None]) -> None:
+        self._release = release
+        self.backend_idle = True
+        self.client_clean_exit = False
 
-class PooledClientEnd(relay.RelayEnd):
-    """Client side in pool mode: keeps the client's Terminate away from the backend."""
+    def client_data(self, data: bytes) -> bool:
+        if data == TERMINATE:
+            self.client_clean_exit = True
+            return False
+        self.backend_idle = False  # a request is on its way; idle again at its ReadyForQuery
+        return True
 
-    __slots__ = ("release", "tracker")
+    def backend_data(self, data: bytes) -> bool:
+        self.backend_idle = data.endswith(IDLE_READY)
+        return True
 
-    def __init__(
-        self,
-        transport: asyncio.Transport,
-        tracker: ExitTracker,
-        release: Callable[[asyncio.Transport], None],
-    ) -> None:
-        super().__init__(transport)
-        self.tracker = tracker
-        self.release = release
+    def reusable(self, backend: asyncio.Transport) -> bool:
+        """The client has gone: the backend may be reset and kept only after a Terminate
+        while it was idle."""
+        return self.client_clean_exit and self.backend_idle and not backend.is_closing()
 
-    def data_received(self, data: bytes) -> None:
-        forward_client_bytes(self, self.tracker, data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        detach_or_close(self, self.tracker, self.release, exc)
-
-
-class PooledTlsClientEnd(relay.TlsClientEnd):
-    """Client side in pool mode over TLS."""
-
-    __slots__ = ("release", "tracker")
-
-    def __init__(
-        self,
-        transport: asyncio.Transport,
-        channel: relay.Channel,
-        tracker: ExitTracker,
-        release: Callable[[asyncio.Transport], None],
-    ) -> None:
-        super().__init__(transport, channel)
-        self.tracker = tracker
-        self.release = release
-
-    def forward(self, plain: bytes) -> None:
-        forward_client_bytes(self, self.tracker, plain)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        detach_or_close(self, self.tracker, self.release, exc)
-
-
-class PooledBackendEnd(relay.RelayEnd):
-    __slots__ = ("tracker",)
-
-    def __init__(self, transport: asyncio.Transport, tracker: ExitTracker) -> None:
-        super().__init__(transport)
-        self.tracker = tracker
-
-    def data_received(self, data: bytes) -> None:
-        self.tracker.backend_idle = data.endswith(IDLE_READY)
-        relay.RelayEnd.data_received(self, data)
-
-
-class PooledTlsBackendEnd(relay.TlsBackendEnd):
-    __slots__ = ("tracker",)
-
-    def __init__(self, transport: asyncio.Transport, channel: relay.Channel, tracker: ExitTracker):
-        super().__init__(transport, channel)
-        self.tracker = tracker
-
-    def data_received(self, data: bytes) -> None:
-        self.tracker.backend_idle = data.endswith(IDLE_READY)
-        relay.TlsBackendEnd.data_received(self, data)
-
-
-def forward_client_bytes(end: relay.RelayEnd, tracker: ExitTracker, data: bytes) -> None:
-    if data == TERMINATE:
-        tracker.client_clean_exit = True
-        return
-    tracker.backend_idle = False  # a request is on its way; idle again at its ReadyForQuery
-    peer = end.peer
-    if peer is not None and peer.transport is not None:
-        peer.transport.write(data)
-
-
-def detach_or_close(
-    end: relay.RelayEnd,
-    tracker: ExitTracker,
-    release: Callable[[asyncio.Transport], None],
-    exc: Exception | None,
-) -> None:
-    """On client loss: give an idle backend back for reset, otherwise close both as usual."""
-    peer = end.peer
-    if (
-        peer is not None
-        and peer.transport is not None
-        and tracker.client_clean_exit
-        and tracker.backend_idle
-        and not peer.transport.is_closing()
-    ):
-        backend = peer.transport
-        end.peer = None
-        peer.peer = None
-        peer.transport = None
-        relay.RelayEnd.connection_lost(end, exc)
-        release(backend)
-        return
-    relay.RelayEnd.connection_lost(end, exc)
-
-
-def make_ends(
-    client: asyncio.Transport,
-    backend: asyncio.Transport,
-    channel: relay.Channel | None,
-    release: Callable[[asyncio.Transport], None],
-) -> tuple[relay.RelayEnd, relay.RelayEnd]:
-    tracker = ExitTracker()
-    if channel is None:
-        return (
-            PooledClientEnd(client, tracker, release),
-            PooledBackendEnd(backend, tracker),
-        )
-    return (
-        PooledTlsClientEnd(client, channel, tracker, release),
-        PooledTlsBackendEnd(backend, channel, tracker),
-    )
+    def reuse(self, backend: asyncio.Transport) -> None:
+        self._release(backend)
 
 
 @dataclass(slots=True)
@@ -217,6 +119,14 @@ class BackendPool:
         if self._sweeper is None:
             loop = asyncio.get_running_loop()
             self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def watch(self, key: PoolKey, login: LoginComplete, created: float) -> ExitTracker:
+        """The observer for a session relayed over a backend with this ``login``."""
+
+        def release(transport: asyncio.Transport) -> None:
+            self.release(key, transport, login, created)
+
+        return ExitTracker(release)
 
     def release(
         self, key: PoolKey, transport: asyncio.Transport, login: LoginComplete, created: float

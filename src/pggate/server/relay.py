@@ -1,10 +1,25 @@
 """The hot path: bytes both ways between a client and its backend, with back-pressure.
 
-No parsing, no logging, no allocation beyond the bytes themselves: each ``data_received`` is
-one ``write`` to the peer. When a peer's kernel buffer fills (its transport calls
-``pause_writing`` on *our* protocol for that transport), we stop reading from the other side,
-and resume when it drains. Both ends drop their references to each other in
-``connection_lost`` so a closed session is freed by reference counting, not by a full GC.
+No parsing, no logging, no allocation beyond the bytes themselves. Each end hands what it
+receives to ``forward``, the other socket's ``write``, fixed when the session is spliced
+(:func:`make_ends`), so a plain chunk costs one ``data_received`` and one C-level ``write``.
+Three ends, chosen by what the client's channel does to bytes, never by which channel it is:
+
+* :class:`RelayEnd`: bytes pass as they are (both sides of a session whose channel is
+  transparent, i.e. plain);
+* :class:`DecryptingEnd`: the client's side of an encrypted session, which feeds the channel
+  and forwards the plaintext;
+* :class:`EncryptingEnd`: the backend's side of an encrypted session, which forwards what the
+  backend says through the channel.
+
+An :class:`Observer` (``pool_mode = session``) is no end of its own: each end calls its hook
+(``look``) with every chunk before forwarding it, and the client's end asks it, when the client
+has gone, whether to hand the backend over instead of closing it.
+
+When a peer's kernel buffer fills (its transport calls ``pause_writing`` on *our* protocol for
+that transport), we stop reading from the other side, and resume when it drains. Both ends
+drop their references to each other in ``connection_lost`` so a closed session is freed by
+reference counting, not by a full GC.
 
 Ends are closed through :meth:`RelayEnd.close`, so an encrypted client hears the channel's
 goodbye first (TLS close_notify, as be_tls_close sends it when a backend exits): when its
@@ -17,16 +32,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeAlias
+from typing import Protocol
 
 from pggate import logs
-from pggate.transport import CHANNEL_ERRORS
-from pggate.transport.tls import TlsChannel
-
-if TYPE_CHECKING:
-    from pggate.transport.gss import GssChannel
-
-Channel: TypeAlias = "TlsChannel | GssChannel"
+from pggate.transport import Channel, ChannelError
 
 log = logging.getLogger("pggate.relay")
 
@@ -35,21 +44,50 @@ log = logging.getLogger("pggate.relay")
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 
+Forward = Callable[[bytes], None]
+#: An observer's hook for one direction: sees each chunk first; False keeps it back.
+Look = Callable[[bytes], bool]
+
+
+class Observer(Protocol):
+    """Watches one relayed session without owning either end (pool tracking).
+
+    ``client_data`` sees the client's plaintext on its way to the backend and may keep a chunk
+    back (False); ``backend_data`` sees the backend's bytes on their way to the client. When
+    the client's connection is lost, ``reusable`` decides whether the backend stays open; if
+    so, the relay detaches it and hands it over with ``reuse`` (after the session's own close
+    hook).
+    """
+
+    def client_data(self, data: bytes) -> bool: ...
+
+    def backend_data(self, data: bytes) -> bool: ...
+
+    def reusable(self, backend: asyncio.Transport) -> bool: ...
+
+    def reuse(self, backend: asyncio.Transport) -> None: ...
+
 
 class RelayEnd(asyncio.Protocol):
-    """One side of a spliced session; forwards what it receives to ``peer``."""
+    """One side of a spliced session; forwards what it receives as it is."""
 
-    __slots__ = ("_on_close", "peer", "transport")
+    __slots__ = ("forward", "look", "observer", "on_close", "peer", "transport")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self.transport: asyncio.Transport | None = transport
         self.peer: RelayEnd | None = None
-        self._on_close: Callable[[], None] | None = None
+        self.forward: Forward | None = None  # the other side's write; None once it is gone
+        self.look: Look | None = None  # the observer's hook for this direction
+        self.on_close: Callable[[], None] | None = None
+        self.observer: Observer | None = None  # on the client's end, when one watches
 
     def data_received(self, data: bytes) -> None:
-        peer = self.peer
-        if peer is not None and peer.transport is not None:
-            peer.transport.write(data)
+        look = self.look
+        if look is not None and not look(data):
+            return
+        forward = self.forward
+        if forward is not None:
+            forward(data)
 
     def eof_received(self) -> bool:
         return False  # close our side; connection_lost closes the peer
@@ -70,19 +108,36 @@ class RelayEnd(asyncio.Protocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        peer, on_close = self.peer, self._on_close
-        self.peer = None
-        self.transport = None
-        self._on_close = None
+        peer, on_close, observer = self.peer, self.on_close, self.observer
+        self.peer = self.transport = self.forward = self.look = None
+        self.on_close = self.observer = None
+        kept = None
         if peer is not None:
             peer.peer = None
-            peer.close()
+            peer.forward = None
+            other = peer.transport
+            if observer is not None and other is not None and observer.reusable(other):
+                peer.transport, kept = None, other  # detached: handed over below
+            else:
+                peer.close()
         if on_close is not None:
             on_close()
+        if kept is not None and observer is not None:
+            observer.reuse(kept)
 
 
-class TlsClientEnd(RelayEnd):
-    """The client side of an encrypted (TLS or GSS) session: decrypt, forward plaintext."""
+def _channel_failed(err: ChannelError, client: asyncio.Transport | None) -> None:
+    """Log a channel's failure, send the client what the channel still owes it (a TLS alert),
+    and close the client's socket without a goodbye."""
+    logs.report(log, logging.INFO, err)
+    if client is not None:
+        client.write(err.output)
+        client.close()
+
+
+class DecryptingEnd(RelayEnd):
+    """The client's side of an encrypted session: what arrives goes through the channel, the
+    plaintext is forwarded; the channel's goodbye precedes every close."""
 
     __slots__ = ("channel",)
 
@@ -94,25 +149,21 @@ class TlsClientEnd(RelayEnd):
         channel = self.channel
         try:
             plain = channel.feed(data)
-        except CHANNEL_ERRORS as err:
-            logs.report(log, logging.INFO, err)
-            if self.transport is not None:
-                self.transport.write(getattr(err, "output", b""))
-                self.transport.close()
+        except ChannelError as err:
+            _channel_failed(err, self.transport)
             return
         if plain:
-            self.forward(plain)
+            look = self.look
+            if look is None or look(plain):
+                forward = self.forward
+                if forward is not None:
+                    forward(plain)
         if self.transport is not None:
             queued = channel.pending_output()  # e.g. a TLS 1.3 KeyUpdate answer
             if queued:
                 self.transport.write(queued)
             if channel.peer_closed:
                 self.close()
-
-    def forward(self, plain: bytes) -> None:
-        peer = self.peer
-        if peer is not None and peer.transport is not None:
-            peer.transport.write(plain)
 
     def close(self) -> None:
         transport = self.transport
@@ -124,8 +175,9 @@ class TlsClientEnd(RelayEnd):
             transport.close()
 
 
-class TlsBackendEnd(RelayEnd):
-    """The backend side of an encrypted session: encrypt what the backend says for the client."""
+class EncryptingEnd(RelayEnd):
+    """The backend's side of an encrypted session: what the backend says goes to the client
+    through the client's channel."""
 
     __slots__ = ("channel",)
 
@@ -134,18 +186,36 @@ class TlsBackendEnd(RelayEnd):
         self.channel = channel
 
     def data_received(self, data: bytes) -> None:
-        peer = self.peer
-        if peer is not None and peer.transport is not None:
-            peer.transport.write(self.channel.encrypt(data))
+        look = self.look
+        if look is not None and not look(data):
+            return
+        forward = self.forward
+        if forward is not None:
+            try:
+                forward(self.channel.encrypt(data))
+            except ChannelError as err:
+                _channel_failed(err, None if self.peer is None else self.peer.transport)
 
 
 def make_ends(
-    client: asyncio.Transport, backend: asyncio.Transport, channel: Channel | None
+    client: asyncio.Transport,
+    backend: asyncio.Transport,
+    channel: Channel,
+    observer: Observer | None = None,
 ) -> tuple[RelayEnd, RelayEnd]:
-    """The pair of protocols for a session: plain, or through the client's channel."""
-    if channel is None:
-        return RelayEnd(client), RelayEnd(backend)
-    return TlsClientEnd(client, channel), TlsBackendEnd(backend, channel)
+    """The wired pair of protocols for a session (client's end, backend's end)."""
+    client_end: RelayEnd
+    backend_end: RelayEnd
+    if channel.transparent:
+        client_end, backend_end = RelayEnd(client), RelayEnd(backend)
+    else:
+        client_end, backend_end = DecryptingEnd(client, channel), EncryptingEnd(backend, channel)
+    client_end.forward, backend_end.forward = backend.write, client.write
+    client_end.peer, backend_end.peer = backend_end, client_end
+    if observer is not None:
+        client_end.look, backend_end.look = observer.client_data, observer.backend_data
+        client_end.observer = observer
+    return client_end, backend_end
 
 
 def splice(
@@ -157,14 +227,13 @@ def splice(
     to_backend: bytes,
     on_close: Callable[[], None],
 ) -> None:
-    """Switch both transports to relaying through ``ends`` (from :func:`make_ends`, or the
-    pool's variants), after flushing bytes already in hand.
+    """Switch both transports to relaying through ``ends`` (from :func:`make_ends`), after
+    flushing bytes already in hand.
 
-    ``to_client`` is already encoded for the wire (encrypted when the session has a channel).
+    ``to_client`` is already encoded for the wire (through the client's channel).
     """
     client_end, backend_end = ends
-    client_end.peer, backend_end.peer = backend_end, client_end
-    client_end._on_close = on_close
+    client_end.on_close = on_close
     for transport, end in ((client, client_end), (backend, backend_end)):
         transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
         transport.set_protocol(end)

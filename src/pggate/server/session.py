@@ -11,28 +11,25 @@ import asyncio
 import ipaddress
 import logging
 import socket
-import ssl
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from pggate import logs
 from pggate.errors import ClientError, ProtocolViolation, SilentClose
-from pggate.hba import ConnectionFacts, HbaRule
+from pggate.hba import HbaRule
 from pggate.proto import codec, codes
 from pggate.proto import negotiate as neg
 from pggate.proto.backend import LoginFailed
 from pggate.proto.messages import StartupMessage
-from pggate.server import authflow, catalog, relay, upstream
+from pggate.server import authflow, catalog, facts, relay, upstream
 from pggate.server.authflow import AuthResult
 from pggate.server.inbox import InboxProtocol
 from pggate.server.pool import pool_key
-from pggate.transport import CHANNEL_ERRORS, GssError, is_gss
-from pggate.transport.tls import TlsChannel, TlsHandshakeError
+from pggate.transport import PLAIN, Channel, ChannelError, TlsChannel
 
 if TYPE_CHECKING:
-    from pggate.policy import Policy
+    from pggate.policy import Policy, Snapshot, TlsState
     from pggate.server.gateway import Gateway
-    from pggate.transport.gss import GssChannel
 
 log = logging.getLogger("pggate.session")
 
@@ -43,6 +40,9 @@ class ClientSession(InboxProtocol):
     def __init__(self, gateway: Gateway) -> None:
         super().__init__()
         self.gateway = gateway
+        # The one snapshot this connection is served with, taken at accept: a reload never
+        # mixes old and new files, TLS context and binding hash within one connection.
+        self.snapshot: Snapshot = gateway.snapshot
         self.host = "[unknown]"
         self.port = ""
         # What log lines call the client: its address, or with log_hostname its host name
@@ -53,9 +53,8 @@ class ClientSession(InboxProtocol):
         self.remote_hostname: str | None = None
         self.counted = False
         self.task: asyncio.Task[None] | None = None
-        self.channel: TlsChannel | GssChannel | None = None
+        self.channel: Channel = PLAIN
         self.auth = AuthResult()
-        self.end_point_hash: bytes | None = None
         self.started = time.monotonic()
         self.startup: StartupMessage | None = None
         # Decrypted (or plain) bytes received but not yet consumed by the current phase.
@@ -74,7 +73,8 @@ class ClientSession(InboxProtocol):
         self.gateway.handshaking.add(self)
 
     async def _run(self) -> None:
-        policy = self.gateway.policy  # one snapshot for the whole login
+        snapshot = self.snapshot
+        policy = snapshot.policy
         try:
             if policy.config.log_hostname:
                 await self._resolve_remote_host(policy.config.authentication_timeout)
@@ -89,14 +89,7 @@ class ClientSession(InboxProtocol):
                     self._admit()
                     rule = await self._check_hba(policy, startup)
                     self.auth = await authflow.authenticate(
-                        self,
-                        policy,
-                        rule,
-                        startup,
-                        tls_end_point_hash=self.end_point_hash
-                        if isinstance(self.channel, TlsChannel)
-                        else None,
-                        mock_nonce=self.gateway.mock_nonce,
+                        self, snapshot, rule, startup, mock_nonce=self.gateway.mock_nonce
                     )
             except TimeoutError:
                 # PostgreSQL's StartupPacketTimeoutHandler: exit without a word.
@@ -114,16 +107,18 @@ class ClientSession(InboxProtocol):
             self.gateway.handshaking.discard(self)
             if not self.gateway.is_relaying(self):
                 self._release()
-                if isinstance(self.channel, TlsChannel):
-                    # be_tls_close: close_notify before the socket goes. OpenSSL 3 clients
-                    # report a bare EOF as "unexpected eof while reading" (libpq 17+ waits for
-                    # the close after a CancelRequest sent inside TLS, and fails on that).
-                    self.write(self.channel.close())
+                # The channel's goodbye before the socket goes (be_tls_close: close_notify).
+                # OpenSSL 3 clients report a bare EOF as "unexpected eof while reading" (libpq
+                # 17+ waits for the close after a CancelRequest sent inside TLS, and fails on
+                # that).
+                goodbye = self.channel.close()
+                if goodbye:
+                    self.write(goodbye)
                 self.close()
 
     def send(self, data: bytes) -> None:
-        """Write protocol bytes to the client, through TLS when it is in use."""
-        self.write(self.channel.encrypt(data) if self.channel is not None else data)
+        """Write protocol bytes to the client, through its channel."""
+        self.write(self.channel.encrypt(data))
 
     async def receive(self) -> bytes | None:
         """The next protocol bytes from the client (decrypted); None at end of stream."""
@@ -136,14 +131,11 @@ class ClientSession(InboxProtocol):
     async def _next_chunk(self) -> bytes | None:
         """Read from the network (and decrypt); None at end of stream."""
         while await self.wait_for_data():
-            raw = self.take()
             channel = self.channel
-            if channel is None:
-                return raw
             try:
-                data = channel.feed(raw)
-            except CHANNEL_ERRORS as err:
-                self.write(getattr(err, "output", b""))
+                data = channel.feed(self.take())
+            except ChannelError as err:
+                self.write(err.output)
                 logs.report(log, logging.INFO, err)
                 raise SilentClose() from None
             queued = channel.pending_output()
@@ -171,13 +163,11 @@ class ClientSession(InboxProtocol):
 
     async def _negotiate(self) -> tuple[StartupMessage | None, int]:
         """Run the pre-startup exchange until a StartupMessage (or the end of the connection)."""
-        tls = self.gateway.tls_context
-        # The binding hash of the certificate this connection will see, even if a reload
-        # swaps certificates before authentication.
-        self.end_point_hash = self.gateway.tls_end_point_hash
-        gss = self.gateway.gss_enabled
-        trace = self.gateway.policy.config.trace_connection_negotiation
-        negotiator = neg.Negotiator(ssl_enabled=tls is not None, gss_enabled=gss, trace=trace)
+        tls = self.snapshot.tls
+        gss = self.snapshot.gss.enabled
+        trace = self.snapshot.policy.config.trace_connection_negotiation
+        ssl_enabled = tls.context is not None
+        negotiator = neg.Negotiator(ssl_enabled=ssl_enabled, gss_enabled=gss, trace=trace)
         while True:
             data = await self.receive()
             events = negotiator.receive(data) if data is not None else negotiator.eof()
@@ -201,10 +191,10 @@ class ClientSession(InboxProtocol):
                     if event.negotiate:
                         self.send(event.negotiate)
                     return event.message, event.protocol
-                elif isinstance(event, neg.StartTLS) and tls is not None:
+                elif isinstance(event, neg.StartTLS) and ssl_enabled:
                     self.plain[:0] = await self._start_tls(tls, event.pending, direct=False)
                     negotiator.encryption_established("ssl")
-                elif isinstance(event, neg.StartDirectTLS) and tls is not None:
+                elif isinstance(event, neg.StartDirectTLS) and ssl_enabled:
                     try:
                         self.plain[:0] = await self._start_tls(tls, event.initial, direct=True)
                     except SilentClose:
@@ -221,20 +211,16 @@ class ClientSession(InboxProtocol):
                     # The negotiator accepts only what it was told is enabled.
                     raise RuntimeError(f"unexpected negotiation event {event!r}")
 
-    async def _start_tls(self, context: ssl.SSLContext, initial: bytes, *, direct: bool) -> bytes:
+    async def _start_tls(self, tls: TlsState, initial: bytes, *, direct: bool) -> bytes:
         """Run the TLS handshake; returns plaintext that arrived with it.
 
         Bytes already received behind the request go into the TLS layer (PostgreSQL 17+
         behaviour), never to the plaintext protocol: the CVE-2021-23214 class of attack.
         """
-        channel = TlsChannel(context, initial + self.take())
-        try:
-            await self._handshake(channel, "could not accept SSL connection: EOF detected")
-        except TlsHandshakeError as err:
-            self.write(err.output)
-            self._log_handshake_failure(err)
-            raise SilentClose() from None
-        if direct and channel.alpn != codes.ALPN_POSTGRESQL:
+        assert tls.context is not None
+        channel = TlsChannel(tls.context, initial + self.take(), end_point_hash=tls.end_point_hash)
+        await self._establish(channel, "could not accept SSL connection: EOF detected")
+        if direct and channel.info.alpn != codes.ALPN_POSTGRESQL:
             # PostgreSQL 17+: direct TLS requires ALPN, or a client could be fooled into
             # talking to a different TLS service on the same port.
             self.write(channel.close())
@@ -243,18 +229,6 @@ class ClientSession(InboxProtocol):
             )
         self.channel = channel
         return channel.feed(b"")
-
-    async def _handshake(self, channel: TlsChannel | GssChannel, eof_log: str) -> None:
-        """Drive a channel's handshake: write what it says, feed it what arrives."""
-        while True:
-            out, done = channel.handshake()
-            if out:
-                self.write(out)
-            if done:
-                return
-            if not await self.wait_for_data():
-                raise SilentClose(eof_log)
-            channel.feed(self.take())
 
     async def _start_gss(self, pending: bytes) -> bytes:
         """Run the GSSAPI encryption handshake; returns plaintext that arrived with it.
@@ -267,17 +241,18 @@ class ClientSession(InboxProtocol):
         read as protocol; a legitimate client learns of the attack through its own channel.
         """
         # Imported here: python-gssapi loads only once a client asks for GSS encryption.
-        from pggate.transport.gss import GssChannel
+        from pggate.transport import gss
 
-        channel = GssChannel(
-            None, accept_delegation=self.gateway.policy.config.gss_accept_delegation
-        )
+        keytab = self.snapshot.gss.keytab
+        assert keytab is not None  # the negotiator accepts GSS only when it is enabled
         try:
-            await self._handshake(channel, "")
-        except GssError as err:
-            # PostgreSQL never answers a failed GSS handshake with a protocol message.
-            logs.report(log, logging.INFO, err)
-            raise SilentClose() from None
+            credentials = gss.acceptor_credentials(keytab)
+        except ChannelError as err:
+            self._channel_failed(err)
+        channel = gss.GssChannel(
+            credentials, accept_delegation=self.snapshot.policy.config.gss_accept_delegation
+        )
+        await self._establish(channel, "")
         self.channel = channel
         if pending:
             raise ProtocolViolation(
@@ -287,19 +262,38 @@ class ClientSession(InboxProtocol):
             )
         return channel.feed(b"")
 
-    def _log_handshake_failure(self, err: TlsHandshakeError) -> None:
-        """be_tls_open_server's COMMERROR: the reason, the client certificate's verification
-        failure as DETAIL, and for version mismatches PostgreSQL's HINT with the bounds
+    async def _establish(self, channel: Channel, eof_log: str) -> None:
+        """Drive a channel's handshake: write what it says, feed it what arrives."""
+        try:
+            while True:
+                out, done = channel.handshake()
+                if out:
+                    self.write(out)
+                if done:
+                    return
+                if not await self.wait_for_data():
+                    raise SilentClose(eof_log)
+                channel.feed(self.take())
+        except ChannelError as err:
+            self._channel_failed(err)
+
+    def _channel_failed(self, err: ChannelError) -> NoReturn:
+        """A failed handshake: the bytes the channel still owes the peer (a TLS alert), then
+        PostgreSQL's COMMERROR (be_tls_open_server, secure_open_gssapi) and no protocol
+        message. A version mismatch gets PostgreSQL's HINT with the accepted range
         (MIN_OPENSSL_TLS_VERSION / MAX_OPENSSL_TLS_VERSION when unset)."""
+        if err.output:
+            self.write(err.output)
         hint = None
         if err.protocol_hint:
-            cfg = self.gateway.policy.config
+            cfg = self.snapshot.policy.config
             hint = (
                 "This may indicate that the client does not support any SSL protocol version "
                 f"between {cfg.ssl_min_protocol_version or 'TLSv1'} and "
                 f"{cfg.ssl_max_protocol_version or 'TLSv1.3'}."
             )
-        log.info("%s", err.log_message, extra={"detail": err.log_detail, "hint": hint})
+        log.info("%s", err, extra={"detail": err.detail, "hint": hint})
+        raise SilentClose() from None
 
     def _admit(self) -> None:
         """Count the connection against max_connections (PostgreSQL checks after startup)."""
@@ -308,7 +302,7 @@ class ClientSession(InboxProtocol):
             raise ClientError(
                 codes.SQLSTATE_CANNOT_CONNECT_NOW, "the database system is shutting down"
             )
-        if gateway.connection_count >= gateway.policy.config.max_connections:
+        if gateway.connection_count >= self.snapshot.policy.config.max_connections:
             raise ClientError(
                 codes.SQLSTATE_TOO_MANY_CONNECTIONS, "sorry, too many clients already"
             )
@@ -323,7 +317,7 @@ class ClientSession(InboxProtocol):
     def finish(self) -> None:
         """The relayed session has ended: give back its slot, log it if asked."""
         self._release()
-        if self.gateway.policy.config.log_disconnections and self.startup is not None:
+        if self.snapshot.policy.config.log_disconnections and self.startup is not None:
             elapsed = time.monotonic() - self.started
             hours, rest = divmod(elapsed, 3600)
             minutes, seconds = divmod(rest, 60)
@@ -345,27 +339,23 @@ class ClientSession(InboxProtocol):
         if hba.needs_roles:
             roles = await catalog.role_memberships(policy.backend, startup.user)
         hostname = await self._verified_hostname(address) if hba.needs_hostname else None
-        facts = ConnectionFacts(
-            is_local=False,
-            ssl=isinstance(self.channel, TlsChannel),
-            gss=is_gss(self.channel),
+        connection = facts.connection_facts(
+            self.channel.info,
+            startup,
             address=address,
             hostname=hostname,
-            database=startup.database,
-            user=startup.user,
-            replication=startup.replication,
             roles=roles,
             local_interfaces=self.gateway.local_interfaces if hba.needs_local_interfaces else (),
         )
-        rule = hba.find(facts)
+        rule = hba.find(connection)
         if rule is None:
             raise ClientError(
-                codes.SQLSTATE_INVALID_AUTHORIZATION, hba.describe_rejection(facts, None)
+                codes.SQLSTATE_INVALID_AUTHORIZATION, hba.describe_rejection(connection, None)
             )
         if rule.method == "reject":
             raise ClientError(
                 codes.SQLSTATE_INVALID_AUTHORIZATION,
-                hba.describe_rejection(facts, rule),
+                hba.describe_rejection(connection, rule),
                 log_detail=f'Connection matched file "{rule.file}" line {rule.line_number}: '
                 f'"{rule.raw_line}"',
             )
@@ -407,26 +397,6 @@ class ClientSession(InboxProtocol):
         forward = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
         return name if address in forward else None
 
-    def _encryption_summary(self) -> str:
-        """The tail of PostgreSQL's ``connection authorized`` line."""
-        channel = self.channel
-        if isinstance(channel, TlsChannel) and channel.cipher is not None:
-            name, bits = channel.cipher
-            return f" SSL enabled (protocol={channel.version}, cipher={name}, bits={bits})"
-        encrypted = is_gss(channel)
-        if not (encrypted or self.auth.gss_authenticated):
-            return ""
-        auth = self.auth
-        delegated = auth.gss_delegated or (is_gss(channel) and channel.delegated_credentials)
-        text = (
-            f" GSS (authenticated={'yes' if auth.gss_authenticated else 'no'}, "
-            f"encrypted={'yes' if encrypted else 'no'}, "
-            f"delegated_credentials={'yes' if delegated else 'no'}"
-        )
-        if auth.gss_principal:
-            text += f", principal={auth.gss_principal}"
-        return text + ")"
-
     async def _open_backend(self, policy: Policy, startup: StartupMessage, protocol: int) -> None:
         gateway = self.gateway
         key = pool_key(startup.user, startup.database, startup.params)
@@ -467,27 +437,21 @@ class ClientSession(InboxProtocol):
                 startup.user,
                 startup.database,
                 startup.application_name or "",
-                self._encryption_summary(),
+                facts.authorized_suffix(self.channel.info, self.auth),
             )
-        release = None
-        if pooled:
-
-            def release(transport: asyncio.Transport) -> None:
-                gateway.pool.release(key, transport, login, created)
-
         channel = self.channel
-        pending = bytes(self.plain) + (channel.feed(self.take()) if channel else self.take())
+        pending = bytes(self.plain) + channel.feed(self.take())
         self.plain.clear()
         assert self.transport is not None
         gateway.start_relay(
             self,
             self.transport,
             backend,
-            to_client=channel.encrypt(greeting) if channel else greeting,
+            channel,
+            to_client=channel.encrypt(greeting),
             to_backend=pending,
             cancel_pid=pid,
-            channel=channel,
-            release=release,
+            observer=gateway.pool.watch(key, login, created) if pooled else None,
         )
 
     def _fail(self, err: ClientError) -> None:

@@ -1,5 +1,7 @@
-"""The encryption layers behind one byte-stream shape: feed (raw in, plaintext out),
-encrypt (plaintext in, raw out), pending_output, peer_closed, close (the goodbye to send).
+"""The encryption layers behind one byte-stream interface (:class:`Channel`): plain
+(:data:`PLAIN`), TLS (:mod:`pggate.transport.tls`) and GSSAPI (:mod:`pggate.transport.gss`).
+Every failure is a :class:`ChannelError`; what a handshake established is a
+:class:`ChannelInfo`. Nothing above this package asks which channel it holds.
 
 Nothing here imports python-gssapi (the optional extra pggate[gss]): :mod:`pggate.transport.gss`
 is imported where a GSS channel is made, only when GSSAPI is configured.
@@ -7,24 +9,26 @@ is imported where a GSS channel is made, only when GSSAPI is configured.
 
 from __future__ import annotations
 
-import sys
-from typing import TYPE_CHECKING, TypeGuard
-
+from pggate.transport.channel import (
+    PLAIN,
+    Channel,
+    ChannelError,
+    ChannelInfo,
+    ChannelKind,
+    PlainChannel,
+)
 from pggate.transport.gss_error import GssError
-from pggate.transport.tls import TlsError
+from pggate.transport.tls import TlsChannel, TlsError, TlsHandshakeError
 
-if TYPE_CHECKING:
-    from pggate.transport.gss import GssChannel
-
-# What a channel's feed/encrypt may raise; the session and relay log it and close.
-CHANNEL_ERRORS = (TlsError, GssError)
-
-
-def is_gss(channel: object) -> TypeGuard[GssChannel]:
-    """Whether ``channel`` is a GSS channel, without importing the GSS module: if that module
-    was never loaded, no GSS channel exists."""
-    module = sys.modules.get("pggate.transport.gss")
-    return module is not None and isinstance(channel, module.GssChannel)
-
-
-__all__ = ["CHANNEL_ERRORS", "GssError", "TlsError", "is_gss"]
+__all__ = [
+    "PLAIN",
+    "Channel",
+    "ChannelError",
+    "ChannelInfo",
+    "ChannelKind",
+    "GssError",
+    "PlainChannel",
+    "TlsChannel",
+    "TlsError",
+    "TlsHandshakeError",
+]

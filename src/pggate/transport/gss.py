@@ -14,12 +14,13 @@ Owns one connection's GSSAPI state after the ``G`` answer to GSSENCRequest, as P
 PostgreSQL never answers a failure here with an ErrorResponse: it logs (COMMERROR) and drops
 the connection. :class:`GssError` carries that log text; the server logs it and closes.
 
-Credentials: the caller passes acceptor credentials (``gssapi.Credentials(usage="accept")``,
-possibly with a ``store={"keytab": ...}``) or None for the default acceptor, which is what
-PostgreSQL uses (``GSS_C_NO_CREDENTIAL``: any principal in the keytab is accepted). The keytab
-is then found through ``KRB5_KTNAME``, which the server layer sets from ``krb_server_keyfile``
-once at start (PostgreSQL sets it before every accept; it never changes in between). This
-module reads no environment and no files.
+Credentials: the caller passes acceptor credentials or None for the process's default
+acceptor. The server passes :func:`acceptor_credentials` of ``krb_server_keyfile``: the keytab
+named to GSSAPI through its credential store, with no principal name, so that any principal in
+the keytab is accepted, as PostgreSQL's ``GSS_C_NO_CREDENTIAL`` does after it sets
+``KRB5_KTNAME`` to that file before each accept. Naming the keytab per connection keeps the
+process environment untouched and lets a reload change the file. This module reads no
+environment and no files itself (GSSAPI reads the keytab).
 
 Hot path: one ``gss_unwrap`` per received packet and one ``gss_wrap`` per sent chunk through
 python-gssapi's low-level bindings (the high-level ``SecurityContext`` wraps every method in a
@@ -35,12 +36,14 @@ from typing import Final
 from pggate import gss_support
 from pggate.proto import codes
 from pggate.proto.messages import wire_str
+from pggate.transport.channel import ChannelInfo, ChannelKind
 from pggate.transport.gss_error import GssError
 
 # python-gssapi is the optional extra pggate[gss]. Without it this module still imports (the
 # server names its classes), and GssChannel() refuses to start (gss_support.require).
 if gss_support.available():
     from gssapi.raw.creds import Creds
+    from gssapi.raw.ext_cred_store import acquire_cred_from as _acquire_cred_from
     from gssapi.raw.message import unwrap as _unwrap
     from gssapi.raw.message import wrap as _wrap
     from gssapi.raw.message import wrap_size_limit as _wrap_size_limit
@@ -89,6 +92,21 @@ class IllegalChannelUse(RuntimeError):
         self.call = call
 
 
+def acceptor_credentials(keytab: str) -> Creds:
+    """Acceptor credentials for every principal in ``keytab`` (``FILE:/path``): what
+    ``GSS_C_NO_CREDENTIAL`` means with ``KRB5_KTNAME`` set to it. A keytab GSSAPI cannot use
+    fails here as the accept would: :class:`GssError` ``could not accept GSSAPI security
+    context`` with the GSSAPI status as detail."""
+    gss_support.require()
+    try:
+        return _acquire_cred_from({b"keytab": keytab.encode()}, usage="accept").creds
+    except GSSError as exc:
+        raise gss_failure("could not accept GSSAPI security context", exc) from exc
+
+
+_HANDSHAKING: Final = ChannelInfo(kind=ChannelKind.GSS)
+
+
 def _oversize(length: int, limit: int) -> GssError:
     return GssError(f"oversize GSSAPI packet sent by the client ({length} > {limit})")
 
@@ -96,7 +114,7 @@ def _oversize(length: int, limit: int) -> GssError:
 class GssChannel:
     """One GSSAPI-encrypted connection, server side, sans-IO.
 
-    Server use, mirroring :class:`~pggate.transport.tls.TlsChannel`:
+    Server use, as every :class:`~pggate.transport.channel.Channel`:
     ``GssChannel(credentials, initial)`` with any bytes that arrived behind GSSENCRequest;
     then ``handshake()`` → ``(bytes to send, done)``, writing its output each time and
     ``feed``-ing received bytes in between (or ``receive_handshake(data)`` for both at once);
@@ -114,10 +132,13 @@ class GssChannel:
         "_creds",
         "_ctx",
         "_delegated",
+        "_info",
         "_max_chunk",
         "_principal",
         "_state",
     )
+
+    transparent: Final = False
 
     def __init__(
         self,
@@ -135,6 +156,7 @@ class GssChannel:
         self._delegated: Creds | None = None
         self._principal: str | None = None
         self._max_chunk = 0
+        self._info = _HANDSHAKING
 
     # -- handshake ---------------------------------------------------------------------------
 
@@ -222,6 +244,11 @@ class GssChannel:
             raise gss_failure("GSSAPI size check error", exc) from exc
         if self._max_chunk <= 0:
             raise GssError("GSSAPI size check error")
+        self._info = ChannelInfo(
+            kind=ChannelKind.GSS,
+            gss_principal=self._principal,
+            gss_delegated=self._delegated is not None,
+        )
         self._state = State.OPEN
 
     # -- data --------------------------------------------------------------------------------
@@ -321,6 +348,11 @@ class GssChannel:
     # -- facts after the handshake -----------------------------------------------------------
 
     @property
+    def info(self) -> ChannelInfo:
+        """The handshake's facts (kind only, until the context is established)."""
+        return self._info
+
+    @property
     def principal(self) -> str | None:
         """The initiator's name as ``gss_display_name`` shows it (``test1@EXAMPLE.COM``)."""
         return self._principal
@@ -353,6 +385,7 @@ __all__ = [
     "GssError",
     "IllegalChannelUse",
     "State",
+    "acceptor_credentials",
     "gss_failure",
     "gss_status_detail",
 ]

@@ -4,7 +4,8 @@ Owns one connection's TLS state: the handshake (fed with whatever bytes already 
 including a ClientHello pipelined behind SSLRequest or a direct-TLS one), record
 encryption/decryption, close_notify, and the peer facts PostgreSQL extracts after the handshake
 (``be-secure-openssl.c:be_tls_open_server``: ALPN, version, cipher, client certificate, its CN
-and RFC 2253 DN).  Bytes in, bytes out: the server layer does the socket I/O.
+and RFC 2253 DN), reported as a :class:`~pggate.transport.channel.ChannelInfo`.  Bytes in,
+bytes out: the server layer does the socket I/O.
 
 Hot path (``feed``/``encrypt`` after login): one BIO write, one ``SSLObject`` call per record,
 one BIO read; no per-message allocation beyond the bytes themselves.
@@ -13,9 +14,12 @@ one BIO read; no per-message allocation beyond the bytes themselves.
 from __future__ import annotations
 
 import ssl
+from typing import Final
+
+from cryptography import x509
 
 from pggate import x509names
-from pggate.errors import PggateError
+from pggate.transport.channel import ChannelError, ChannelInfo, ChannelKind
 
 # One SSL_read returns at most one record (<= 16 KiB of plaintext); a larger buffer only costs
 # allocation, a smaller one would split records across calls.
@@ -39,27 +43,20 @@ _PROTOCOL_REASONS = frozenset(
 )
 
 
-class TlsError(PggateError):
-    """A TLS failure after the handshake (PostgreSQL logs ``SSL error: %s``)."""
-
-    def __init__(self, message: str, *, output: bytes = b"") -> None:
-        super().__init__(message)
-        self.message = message
-        #: records (an alert) OpenSSL queued for the peer; send them, then close.
-        self.output = output
-
-    @property
-    def log_message(self) -> str:
-        return f"SSL error: {self.message}"
+class TlsError(ChannelError):
+    """A TLS failure after the handshake: ``message`` is OpenSSL's reason, ``output`` the
+    records (an alert) OpenSSL queued for the peer. The server logs the reason alone, where
+    PostgreSQL's be_tls_read writes ``SSL error: %s``."""
 
 
 class TlsHandshakeError(TlsError):
     """The handshake failed: ``message`` is OpenSSL's reason (``certificate verify failed``).
 
-    The server logs :attr:`log_message`, writes :attr:`output` (the fatal alert), and closes
-    without a PostgreSQL message.  ``protocol_hint`` asks for PostgreSQL's HINT ``This may
-    indicate that the client does not support any SSL protocol version between %s and %s.``;
-    ``verify_message`` is X509_verify_cert_error_string of a rejected client certificate.
+    The server logs :attr:`log_message` (also ``str(err)``) with :attr:`log_detail` (also
+    ``detail``), writes :attr:`output` (the fatal alert), and closes without a PostgreSQL
+    message.  ``protocol_hint`` asks for PostgreSQL's HINT ``This may indicate that the client
+    does not support any SSL protocol version between %s and %s.``; ``verify_message`` is
+    X509_verify_cert_error_string of a rejected client certificate.
     """
 
     def __init__(
@@ -71,10 +68,21 @@ class TlsHandshakeError(TlsError):
         verify_message: str | None = None,
         log_message: str | None = None,
     ) -> None:
-        super().__init__(message, output=output)
-        self.protocol_hint = protocol_hint
+        # verify_cb's DETAIL for a rejected client certificate.  PostgreSQL's reads
+        # "Client certificate verification failed at depth %d: %s." and adds the failed
+        # certificate's subject, serial and issuer; _ssl reports only the verify result, so the
+        # depth and the certificate data are left out rather than guessed.
+        detail = (
+            None
+            if verify_message is None
+            else f"Client certificate verification failed: {verify_message}."
+        )
+        super().__init__(message, output=output, detail=detail, protocol_hint=protocol_hint)
         self.verify_message = verify_message
         self._log_message = log_message
+
+    def __str__(self) -> str:
+        return self.log_message
 
     @property
     def log_message(self) -> str:
@@ -82,13 +90,10 @@ class TlsHandshakeError(TlsError):
 
     @property
     def log_detail(self) -> str | None:
-        """verify_cb's DETAIL for a rejected client certificate.  PostgreSQL's reads
-        ``Client certificate verification failed at depth %d: %s.`` and adds the failed
-        certificate's subject, serial and issuer; _ssl reports only the verify result, so the
-        depth and the certificate data are left out rather than guessed."""
-        if self.verify_message is None:
-            return None
-        return f"Client certificate verification failed: {self.verify_message}."
+        return self.detail
+
+
+_HANDSHAKING: Final = ChannelInfo(kind=ChannelKind.SSL)
 
 
 def _reason(exc: ssl.SSLError) -> str:
@@ -109,6 +114,10 @@ class TlsChannel:
     plaintext that came in with the handshake; then ``feed``/``encrypt`` per read/write.
     ``feed`` may queue records for the peer (TLS 1.3 KeyUpdate answers); every ``encrypt``
     carries them, and ``pending_output()`` collects them when nothing is being written.
+
+    ``end_point_hash`` is the ``tls-server-end-point`` hash of the certificate ``context``
+    presents (loaded with it, see :class:`pggate.policy.TlsState`); :attr:`info` reports it,
+    so SCRAM-SHA-256-PLUS binds to the certificate this connection was offered.
     """
 
     __slots__ = (
@@ -117,11 +126,14 @@ class TlsChannel:
         "_der",
         "_dn",
         "_done",
+        "_end_point_hash",
         "_in",
         "_obj",
         "_out",
         "peer_closed",
     )
+
+    transparent: Final = False
 
     def __init__(
         self,
@@ -130,6 +142,7 @@ class TlsChannel:
         *,
         server_side: bool = True,
         server_hostname: str | None = None,
+        end_point_hash: bytes | None = None,
     ) -> None:
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
@@ -141,6 +154,7 @@ class TlsChannel:
         self._der: bytes | None = None
         self._cn: str | None = None
         self._dn: str | None = None
+        self._end_point_hash = end_point_hash
         #: the peer sent close_notify
         self.peer_closed = False
         if initial:
@@ -259,6 +273,38 @@ class TlsChannel:
         return self._out.read()
 
     # -- facts after the handshake -----------------------------------------------------------
+
+    @property
+    def info(self) -> ChannelInfo:
+        """The handshake's facts (kind only, until the handshake is done). Made on each call
+        (a login asks a few times) rather than kept for the connection's life: an idle
+        connection's memory is what a front door is measured by."""
+        if not self._done:
+            return _HANDSHAKING
+        obj = self._obj
+        cipher = obj.cipher()
+        issuer = serial = None
+        if self._der is not None:
+            # Only the subject is needed for authentication and read byte for byte above;
+            # issuer and serial are reported as be_tls_get_peer_issuer_name/_serial do.
+            try:
+                cert = x509.load_der_x509_certificate(self._der)
+                issuer, serial = x509names.rfc2253(cert.issuer), str(cert.serial_number)
+            except ValueError:
+                pass  # OpenSSL accepted what cryptography cannot parse: leave them unknown
+        return ChannelInfo(
+            kind=ChannelKind.SSL,
+            tls_version=obj.version(),
+            cipher=cipher[0] if cipher else None,
+            bits=cipher[2] if cipher else None,
+            alpn=obj.selected_alpn_protocol(),
+            peer_cert_verified=self.peer_cert_verified,
+            peer_common_name=self._cn,
+            peer_subject_dn=self._dn,
+            peer_issuer_dn=issuer,
+            peer_serial=serial,
+            end_point_hash=self._end_point_hash,
+        )
 
     @property
     def alpn(self) -> str | None:

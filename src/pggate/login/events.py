@@ -1,0 +1,215 @@
+"""What the I/O shell tells :class:`~pggate.login.LoginMachine`: what arrived, and the answers
+to the machine's questions (see :mod:`pggate.login.commands` for which answers which).
+
+Events are frozen values. A GSSAPI exchange arrives already built (:class:`GssExchangeReady`):
+python-gssapi is optional, and this package never imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from pggate.errors import ClientError
+from pggate.proto.backend import LoginComplete
+from pggate.transport.channel import ChannelError, ChannelInfo
+
+if TYPE_CHECKING:
+    from pggate.auth import gss as gss_auth
+
+
+class GssExchange(Protocol):
+    """The shape of :class:`pggate.auth.gss.GssAuthExchange` the machine drives."""
+
+    def start(self) -> bytes: ...
+
+    def receive(
+        self, message_type: bytes, body: bytes | bytearray | memoryview
+    ) -> gss_auth.Outcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The connection was accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteHostFound:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteHostFailed:
+    reason: str  # the resolver's error text
+
+
+@dataclass(frozen=True, slots=True)
+class ClientData:
+    """Bytes from the client, decrypted by the channel (never raw TLS or GSS records)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClientEof:
+    """The client ended the stream (TCP EOF, or TLS close_notify)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEstablished:
+    """The handshake a Start* command asked for is done; the shell now holds the channel."""
+
+    info: ChannelInfo
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelFailed:
+    """The channel failed: during a handshake, decrypting, or getting GSS credentials."""
+
+    error: ChannelError
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The gateway's state at :class:`~pggate.login.commands.CheckAdmission`."""
+
+    stopping: bool
+    connections: int
+
+
+@dataclass(frozen=True, slots=True)
+class RolesFound:
+    roles: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RoleLookupFailed:
+    error: ClientError
+
+
+@dataclass(frozen=True, slots=True)
+class HostNameChecked:
+    """The client's host name if the reverse look-up was confirmed by a forward one, else None."""
+
+    name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SecretFound:
+    """The pg_authid rows (none: no such role), the ParameterStatus values of the catalog
+    connection (``scram_iterations``), the gateway's mock SCRAM nonce and the time now."""
+
+    rows: Sequence[Sequence[str | None]] = field(repr=False)
+    parameters: Mapping[str, str]
+    mock_nonce: bytes = field(repr=False)
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SecretLookupFailed:
+    error: ClientError
+
+
+@dataclass(frozen=True, slots=True)
+class GssExchangeReady:
+    exchange: GssExchange
+
+
+@dataclass(frozen=True, slots=True)
+class GssExchangeFailed:
+    """No acceptor credentials: the method's failure, with the reason as its log detail."""
+
+    error: ClientError
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConnected:
+    """A new backend connection is open (nothing sent yet)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendReused:
+    """A pooled backend, already logged in as this role with these parameters."""
+
+    login: LoginComplete
+
+
+@dataclass(frozen=True, slots=True)
+class BackendUnreachable:
+    reason: str  # the connect error's text
+
+
+@dataclass(frozen=True, slots=True)
+class BackendData:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BackendEof:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CancelKeyIssued:
+    pid: int
+    key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """The deadline of the last :class:`~pggate.login.commands.SetTimeout` passed."""
+
+
+Event = (
+    Start
+    | RemoteHostFound
+    | RemoteHostFailed
+    | ClientData
+    | ClientEof
+    | ChannelEstablished
+    | ChannelFailed
+    | Admission
+    | RolesFound
+    | RoleLookupFailed
+    | HostNameChecked
+    | SecretFound
+    | SecretLookupFailed
+    | GssExchangeReady
+    | GssExchangeFailed
+    | BackendConnected
+    | BackendReused
+    | BackendUnreachable
+    | BackendData
+    | BackendEof
+    | CancelKeyIssued
+    | Timeout
+)
+
+__all__ = [
+    "Admission",
+    "BackendConnected",
+    "BackendData",
+    "BackendEof",
+    "BackendReused",
+    "BackendUnreachable",
+    "CancelKeyIssued",
+    "ChannelEstablished",
+    "ChannelFailed",
+    "ClientData",
+    "ClientEof",
+    "Event",
+    "GssExchange",
+    "GssExchangeFailed",
+    "GssExchangeReady",
+    "HostNameChecked",
+    "RemoteHostFailed",
+    "RemoteHostFound",
+    "RoleLookupFailed",
+    "RolesFound",
+    "SecretFound",
+    "SecretLookupFailed",
+    "Start",
+    "Timeout",
+]

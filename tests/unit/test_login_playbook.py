@@ -1,0 +1,888 @@
+"""login/ as playbooks: events in, the exact commands out, whole logins without sockets.
+
+A :class:`Playbook` is mitmproxy's (``test/mitmproxy/proxy/tutils.py``) in small: ``>> event``
+feeds the machine, each ``<< command`` after it is expected, in order, and ``assert playbook``
+runs what was added since the last assert. A :class:`Placeholder` stands for a value the
+machine makes up (an MD5 salt, a SCRAM nonce) and remembers it, so that the client's next
+message can be computed from it. The pairing tests run the machine's backend side against a
+fake backend whose SCRAM server is pggate's own :class:`~pggate.auth.password.ScramExchange`.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from collections.abc import Sequence
+from dataclasses import replace
+from ipaddress import ip_address
+from typing import Any
+
+import pytest
+import scramp
+from test_backend_login import KEY, OK, PARAMS, READY
+from test_hba_fakes import FakeFiles
+from test_layering import SRC, forbidden_imports
+from test_negotiate import GSS_REQ, HELLO, SSL_REQ, cancel, startup
+from test_password_auth import (
+    CERT_HASH,
+    MOCK_NONCE,
+    NOW,
+    PASSWORD,
+    auth_request,
+    md5_stored,
+    sasl_initial,
+    scram_secret,
+)
+
+from pggate.auth import gss as gss_auth
+from pggate.auth import password
+from pggate.auth.verifiers import parse_role_secret, role_secret_sql
+from pggate.config import Config, load
+from pggate.conninfo import BackendAddress
+from pggate.errors import ClientError, ProtocolViolation
+from pggate.hba import HbaPolicy, IdentMaps, load_hba
+from pggate.login import (
+    TRANSITIONS,
+    Admission,
+    BackendConnected,
+    BackendData,
+    BackendEof,
+    BackendReused,
+    BackendUnreachable,
+    Cancel,
+    CancelKeyIssued,
+    ChannelEstablished,
+    ChannelFailed,
+    CheckAdmission,
+    ClientData,
+    ClientEof,
+    Close,
+    Command,
+    ConnectBackend,
+    Event,
+    FetchSecret,
+    GssExchangeReady,
+    HostNameChecked,
+    Level,
+    Log,
+    LoginMachine,
+    LookUpHostName,
+    LookUpRemoteHost,
+    LookUpRoles,
+    RegisterCancelKey,
+    RemoteHostFound,
+    RoleLookupFailed,
+    RolesFound,
+    SecretFound,
+    SecretLookupFailed,
+    SendToBackend,
+    SendToClient,
+    SetTimeout,
+    Start,
+    StartDirectTLS,
+    StartGSS,
+    StartGssAuth,
+    StartRelay,
+    StartTLS,
+    State,
+    TakeSlot,
+    Timeout,
+    WriteRaw,
+)
+from pggate.proto import codec, codes
+from pggate.proto.backend import LoginComplete
+from pggate.proto.messages import StartupMessage
+from pggate.statetable import IllegalMove
+from pggate.transport import ChannelError, ChannelInfo
+from pggate.transport.channel import ChannelKind
+
+HBA = "/etc/pg/pg_hba.conf"
+HOST, PORT = "192.0.2.10", "50000"
+BACKEND = BackendAddress(host="/run/pg", port=5432, user="pggate")
+WHERE = BACKEND.describe()
+CONNECT = SetTimeout(BACKEND.connect_timeout)
+ALICE = StartupMessage(codes.PROTOCOL_3_0, (("user", "alice"), ("database", "db")), ())
+HELLO_ALICE = startup(user="alice", database="db")
+BACKEND_KEY = (4242, b"\x01\x02\x03\x04")
+OUR_KEY = (4711, b"kkkk")
+LOGIN = LoginComplete(
+    PARAMS + READY, *BACKEND_KEY, b"", {"server_version": "18.6", "client_encoding": "UTF8"}
+)
+TLS = ChannelInfo(
+    kind=ChannelKind.SSL,
+    tls_version="TLSv1.3",
+    cipher="TLS_AES_256_GCM_SHA384",
+    bits=256,
+    alpn="postgresql",
+    end_point_hash=CERT_HASH,
+)
+SSL_SUFFIX = " SSL enabled (protocol=TLSv1.3, cipher=TLS_AES_256_GCM_SHA384, bits=256)"
+GSS = ChannelInfo(kind=ChannelKind.GSS, gss_principal="alice@EXAMPLE.COM")
+
+
+# --- the playbook ------------------------------------------------------------------------------
+
+
+class Placeholder:
+    """Equal to the first value it is compared with, and to that value only afterwards."""
+
+    def __init__(self) -> None:
+        self.value: Any = None
+
+    def __eq__(self, other: object) -> bool:
+        if self.value is None:
+            self.value = other
+        return bool(self.value == other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def placeholder() -> Any:
+    """A Placeholder where a command field wants bytes (read it back through ``.value``)."""
+    return Placeholder()
+
+
+class Playbook:
+    """``assert Playbook(m) >> event << command << command >> event ...``"""
+
+    def __init__(self, machine: LoginMachine) -> None:
+        self.machine = machine
+        self.steps: list[tuple[Event, list[Command]]] = []
+        self.played = 0
+
+    def __rshift__(self, event: Event) -> Playbook:
+        self.steps.append((event, []))
+        return self
+
+    def __lshift__(self, command: Command) -> Playbook:
+        self.steps[-1][1].append(command)
+        return self
+
+    def __bool__(self) -> bool:
+        for event, expected in self.steps[self.played :]:
+            actual = self.machine.feed(event)
+            if expected != actual:
+                lines = [f"after {event!r} (state {self.machine.state.value!r}):"]
+                lines += [f"  expected {c!r}" for c in expected]
+                lines += [f"  actual   {c!r}" for c in actual]
+                raise AssertionError("\n".join(lines))
+            self.played += 1
+        return True
+
+
+# --- a gateway ---------------------------------------------------------------------------------
+
+
+def config(**settings: str) -> Config:
+    return load(
+        "/gw", {"log_connections": "all", **settings}, files=FakeFiles({"/gw/pggate.conf": ""})
+    )
+
+
+def hba(text: str) -> HbaPolicy:
+    return load_hba(HBA, FakeFiles({HBA: text}), ssl_enabled=True, warn=lambda _: None)
+
+
+def machine(
+    hba_text: str = "host all all 0.0.0.0/0 trust\n",
+    *,
+    ssl: bool = False,
+    gss: bool = False,
+    **settings: str,
+) -> LoginMachine:
+    return LoginMachine(
+        config(**settings),
+        hba(hba_text),
+        IdentMaps(),
+        BACKEND,
+        host=HOST,
+        port=PORT,
+        ssl_enabled=ssl,
+        gss_enabled=gss,
+    )
+
+
+def line(hba_text: str, number: int = 1) -> str:
+    raw = hba_text.splitlines()[number - 1]
+    return f'Connection matched file "{HBA}" line {number}: "{raw}"'
+
+
+def authenticated(who: str, method: str, number: int = 1) -> Log:
+    return Log(Level.LOG, f"connection authenticated: {who} method={method} ({HBA}:{number})")
+
+
+def fatal(sqlstate: str, message: str, log_detail: str | None = None) -> Close:
+    error = codec.error_response(ClientError(sqlstate, message))
+    return Close(error, Log(Level.FATAL, message, log_detail))
+
+
+def accepted(m: LoginMachine) -> Playbook:
+    return (
+        Playbook(m)
+        >> Start()
+        << Log(Level.LOG, f"connection received: host={HOST} port={PORT}")
+        << SetTimeout(m.config.authentication_timeout)
+    )
+
+
+def started(m: LoginMachine, packet: bytes = HELLO_ALICE) -> Playbook:
+    return accepted(m) >> ClientData(packet) << CheckAdmission()
+
+
+def to_relay(
+    pb: Playbook, *, before_ok: bytes = b"", suffix: str = "", scram_keys: Any = None
+) -> Playbook:
+    """From ConnectBackend on: a trusting backend, the cancel key, the relay."""
+    backend_startup = codec.startup_message(codes.PROTOCOL_3_0, ALICE.params)
+    greeting = before_ok + OK + PARAMS + codec.backend_key_data(*OUR_KEY) + READY
+    return (
+        pb
+        >> BackendConnected()
+        << CONNECT
+        << SendToBackend(backend_startup)
+        >> BackendData(OK + PARAMS + KEY + READY)
+        << SetTimeout(None)
+        << RegisterCancelKey(codes.CANCEL_KEY_LENGTH_3_0, *BACKEND_KEY)
+        >> CancelKeyIssued(*OUR_KEY)
+        << Log(
+            Level.LOG,
+            f"connection authorized: user=alice database=db application_name={suffix}",
+        )
+        << StartRelay(greeting, b"", OUR_KEY[0], LOGIN)
+    )
+
+
+def secret_row(stored: str | None, user: str = "alice") -> list[list[str | None]]:
+    return [[user, stored, None, "t"]]
+
+
+def found(stored: str | None) -> SecretFound:
+    return SecretFound(secret_row(stored), {}, MOCK_NONCE, NOW)
+
+
+def p(body: bytes) -> bytes:
+    return codec.password_message(body)
+
+
+# --- trust, and the refusals before authentication ---------------------------------------------
+
+
+def test_trust_login_over_plain() -> None:
+    m = machine()
+    pb = (
+        started(m)
+        >> Admission(stopping=False, connections=0)
+        << TakeSlot()
+        << authenticated('user="alice"', "trust")
+        << CONNECT
+        << ConnectBackend(ALICE)
+    )
+    assert to_relay(pb)
+    assert m.state is State.RELAYING
+    assert m.startup == ALICE
+
+
+def test_pipelined_client_bytes_reach_the_backend_after_the_greeting() -> None:
+    m = machine(log_connections="")
+    query = codec.password_message(b"not read by pggate")  # any message; relayed untouched
+    pb = Playbook(m) >> Start() << SetTimeout(60) >> ClientData(HELLO_ALICE + query)
+    pb = pb << CheckAdmission() >> Admission(False, 3) << TakeSlot() << CONNECT
+    pb = pb << ConnectBackend(ALICE) >> ClientData(b"more") >> BackendReused(LOGIN)
+    pb = pb << SetTimeout(None) << RegisterCancelKey(4, *BACKEND_KEY) >> CancelKeyIssued(*OUR_KEY)
+    greeting = OK + PARAMS + codec.backend_key_data(*OUR_KEY) + READY
+    assert pb << StartRelay(greeting, query + b"more", OUR_KEY[0], LOGIN)
+
+
+def test_protocol_3_2_gets_a_32_byte_key() -> None:
+    m = machine(log_connections="")
+    packet = startup(codes.PROTOCOL_3_2, user="alice", database="db")
+    pb = Playbook(m) >> Start() << SetTimeout(60) >> ClientData(packet) << CheckAdmission()
+    pb = pb >> Admission(False, 0) << TakeSlot() << CONNECT
+    assert pb << ConnectBackend(StartupMessage(codes.PROTOCOL_3_2, ALICE.parameters, ()))
+    assert m.feed(BackendReused(LOGIN)) == [SetTimeout(None), RegisterCancelKey(32, *BACKEND_KEY)]
+
+
+@pytest.mark.parametrize(
+    ("admission", "sqlstate", "text"),
+    [
+        (Admission(True, 0), "57P03", "the database system is shutting down"),
+        (Admission(False, 100), "53300", "sorry, too many clients already"),
+    ],
+)
+def test_admission_refusals(admission: Admission, sqlstate: str, text: str) -> None:
+    m = machine()
+    assert started(m) >> admission << fatal(sqlstate, text)
+    assert m.state is State.CLOSED
+
+
+def test_max_connections_is_the_configured_one() -> None:
+    m = machine(max_connections="5")
+    pb = started(m) >> Admission(False, 4) << TakeSlot() << authenticated('user="alice"', "trust")
+    assert pb << CONNECT << ConnectBackend(ALICE)
+    m = machine(max_connections="5")
+    assert started(m) >> Admission(False, 5) << fatal("53300", "sorry, too many clients already")
+
+
+def test_no_pg_hba_entry() -> None:
+    m = machine("hostssl all all 0.0.0.0/0 trust\n")
+    text = 'no pg_hba.conf entry for host "192.0.2.10", user "alice", database "db", no encryption'
+    assert started(m) >> Admission(False, 0) << TakeSlot() << fatal("28000", text)
+
+
+def test_reject_line_names_the_line_in_the_log_only() -> None:
+    text = "host all alice 0.0.0.0/0 reject\n"
+    m = machine(text)
+    message = (
+        'pg_hba.conf rejects connection for host "192.0.2.10", user "alice", database "db", '
+        "no encryption"
+    )
+    assert started(m) >> Admission(False, 0) << TakeSlot() << fatal("28000", message, line(text))
+
+
+def test_unsupported_method_is_refused_with_its_name() -> None:
+    text = "host all all 0.0.0.0/0 ident\n"
+    m = machine(text)
+    message = 'authentication method "ident" is not supported by this pggate build'
+    assert started(m) >> Admission(False, 0) << TakeSlot() << fatal("28000", message, line(text))
+
+
+def test_roles_and_host_name_are_looked_up_only_when_needed() -> None:
+    text = "host all +staff client.example.com trust\n"
+    m = machine(text)
+    pb = started(m) >> Admission(False, 0) << TakeSlot() << LookUpRoles("alice")
+    pb = pb >> RolesFound(frozenset({"alice", "staff"}))
+    pb = pb << LookUpHostName(ip_address(HOST), None) >> HostNameChecked("client.example.com")
+    assert pb << authenticated('user="alice"', "trust") << CONNECT << ConnectBackend(ALICE)
+
+
+def test_unverified_host_name_matches_no_line() -> None:
+    m = machine("host all all client.example.com trust\n")
+    pb = started(m) >> Admission(False, 0) << TakeSlot() << LookUpHostName(ip_address(HOST), None)
+    text = 'no pg_hba.conf entry for host "192.0.2.10", user "alice", database "db", no encryption'
+    assert pb >> HostNameChecked(None) << fatal("28000", text)
+
+
+def test_log_hostname_name_is_reused_for_pg_hba() -> None:
+    m = machine("host all all client.example.com trust\n", log_hostname="on")
+    pb = Playbook(m) >> Start() << LookUpRemoteHost() >> RemoteHostFound("client.example.com")
+    pb = pb << Log(Level.LOG, f"connection received: host=client.example.com port={PORT}")
+    pb = pb << SetTimeout(60) >> ClientData(HELLO_ALICE) << CheckAdmission()
+    pb = pb >> Admission(False, 0) << TakeSlot()
+    assert pb << LookUpHostName(ip_address(HOST), "client.example.com")
+    assert m.remote_host == "client.example.com"
+
+
+def test_role_lookup_failure_is_the_catalog_error() -> None:
+    m = machine("host all +staff 0.0.0.0/0 trust\n")
+    error = ClientError("08006", "could not connect to the backend server", log_detail="down")
+    pb = started(m) >> Admission(False, 0) << TakeSlot() << LookUpRoles("alice")
+    assert pb >> RoleLookupFailed(error) << fatal("08006", error.message, "down")
+
+
+# --- password methods --------------------------------------------------------------------------
+
+PW_FAILED = 'password authentication failed for user "alice"'
+
+
+FETCH = FetchSecret("alice", role_secret_sql("alice"))
+
+
+def test_cleartext_password_right() -> None:
+    text = "host all all 0.0.0.0/0 password\n"
+    m = machine(text)
+    pb = started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    pb = pb >> found(scram_secret(PASSWORD))
+    pb = pb << SendToClient(codec.authentication_request(codes.AUTH_CLEARTEXT_PASSWORD))
+    pb = pb >> ClientData(p(PASSWORD.encode() + b"\0"))
+    pb = pb << authenticated('identity="alice"', "password") << CONNECT << ConnectBackend(ALICE)
+    assert to_relay(pb)
+
+
+def test_cleartext_password_wrong_byte_by_byte() -> None:
+    text = "host all all 0.0.0.0/0 password\n"
+    m = machine(text)
+    pb = started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    pb = pb >> found(scram_secret(PASSWORD))
+    assert pb << SendToClient(codec.authentication_request(codes.AUTH_CLEARTEXT_PASSWORD))
+    message = p(b"wrong\0")
+    for byte in message[:-1]:
+        assert m.feed(ClientData(bytes([byte]))) == []
+    detail = 'Password does not match for user "alice".\n' + line(text)
+    assert m.feed(ClientData(message[-1:])) == [fatal("28P01", PW_FAILED, detail)]
+
+
+def test_md5_login() -> None:
+    text = "host all all 0.0.0.0/0 md5\n"
+    m = machine(text)
+    request = placeholder()
+    pb = started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    assert pb >> found(md5_stored(PASSWORD, "alice")) << SendToClient(request)
+    code, salt = auth_request(request.value)
+    assert code == codes.AUTH_MD5_PASSWORD
+    inner = hashlib.md5(f"{PASSWORD}alice".encode()).hexdigest().encode()
+    answer = b"md5" + hashlib.md5(inner + salt).hexdigest().encode() + b"\0"
+    pb = pb >> ClientData(p(answer)) << authenticated('identity="alice"', "md5")
+    assert to_relay(pb << CONNECT << ConnectBackend(ALICE))
+
+
+def test_unknown_role_fails_like_a_wrong_password() -> None:
+    text = "host all all 0.0.0.0/0 password\n"
+    m = machine(text)
+    pb = started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    pb = pb >> SecretFound([], {}, MOCK_NONCE, NOW)
+    pb = pb << SendToClient(codec.authentication_request(codes.AUTH_CLEARTEXT_PASSWORD))
+    detail = 'Role "alice" does not exist.\n' + line(text)
+    assert pb >> ClientData(p(b"x\0")) << fatal("28P01", PW_FAILED, detail)
+
+
+def test_eof_during_the_exchange_closes_silently() -> None:
+    m = machine("host all all 0.0.0.0/0 password\n")
+    pb = started(m) >> Admission(False, 0) << TakeSlot() << FETCH >> found(None)
+    pb = pb << SendToClient(codec.authentication_request(codes.AUTH_CLEARTEXT_PASSWORD))
+    assert pb >> ClientData(p(b"x\0")[:3]) >> ClientEof() << Close()
+
+
+def test_bad_length_word_closes_silently_for_password() -> None:
+    m = machine("host all all 0.0.0.0/0 password\n")
+    pb = started(m) >> Admission(False, 0) << TakeSlot() << FETCH >> found(None)
+    pb = pb << SendToClient(codec.authentication_request(codes.AUTH_CLEARTEXT_PASSWORD))
+    assert (
+        pb
+        >> ClientData(b"p\x00\x00\x00\x01")
+        << Close(None, Log(Level.LOG, "invalid message length"))
+    )
+
+
+def test_secret_lookup_failure_names_the_line() -> None:
+    text = "host all all 0.0.0.0/0 scram-sha-256\n"
+    m = machine(text)
+    error = ClientError("08006", "could not connect to the backend server", log_detail="down")
+    pb = started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    assert pb >> SecretLookupFailed(error) << fatal("08006", error.message, "down\n" + line(text))
+
+
+def scram_login(
+    m: LoginMachine, *, plus: bool, stored: str | None = None
+) -> tuple[Playbook, scramp.ScramClient, bytes]:
+    """A scram-sha-256 exchange driven by scramp up to the server's final message."""
+    mechanism = "SCRAM-SHA-256-PLUS" if plus else "SCRAM-SHA-256"
+    binding = ("tls-server-end-point", CERT_HASH) if plus else None
+    client = scramp.ScramClient([mechanism], "alice", PASSWORD, channel_binding=binding)
+    offer = b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0" if plus else b"SCRAM-SHA-256\0\0"
+    challenge = placeholder()
+    pb = (
+        Playbook(m)
+        >> found(stored or scram_secret(PASSWORD))
+        << SendToClient(codec.authentication_request(codes.AUTH_SASL, offer))
+        >> ClientData(p(sasl_initial(mechanism, client.get_client_first().encode())))
+        << SendToClient(challenge)
+    )
+    assert pb
+    code, server_first = auth_request(challenge.value)
+    assert code == codes.AUTH_SASL_CONTINUE
+    client.set_server_first(server_first.decode())
+    pb = pb >> ClientData(p(client.get_client_final().encode()))
+    pb = pb << authenticated('identity="alice"', "scram-sha-256") << CONNECT
+    keys = placeholder()
+    assert pb << ConnectBackend(ALICE, keys)
+    assert keys.value == m.auth.scram_keys is not None
+    final = m.auth.before_ok
+    code, server_final = auth_request(final)
+    assert code == codes.AUTH_SASL_FINAL
+    client.set_server_final(server_final.decode())  # raises unless ServerSignature is right
+    return pb, client, final
+
+
+def test_scram_login_over_plain_passes_the_keys_on() -> None:
+    m = machine("host all all 0.0.0.0/0 scram-sha-256\n")
+    assert started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    pb, _, final = scram_login(m, plus=False)
+    assert m.auth.scram_keys is not None
+    assert to_relay(pb, before_ok=final)
+
+
+def tls_started(m: LoginMachine, packet: bytes = HELLO_ALICE) -> Playbook:
+    return (
+        accepted(m)
+        >> ClientData(SSL_REQ)
+        << SendToClient(b"S")
+        << StartTLS(b"")
+        >> ChannelEstablished(TLS)
+        >> ClientData(packet)
+        << CheckAdmission()
+    )
+
+
+def test_scram_plus_over_tls_with_the_end_point_hash() -> None:
+    m = machine("hostssl all all 0.0.0.0/0 scram-sha-256\n", ssl=True)
+    assert tls_started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    pb, _, final = scram_login(m, plus=True)
+    assert to_relay(pb, before_ok=final, suffix=SSL_SUFFIX)
+
+
+def test_scram_bad_length_word_is_a_password_failure() -> None:
+    text = "host all all 0.0.0.0/0 scram-sha-256\n"
+    m = machine(text)
+    pb = started(m) >> Admission(False, 0) << TakeSlot() << FETCH >> found(None)
+    pb = pb << SendToClient(codec.authentication_request(codes.AUTH_SASL, b"SCRAM-SHA-256\0\0"))
+    detail = "invalid message length\n" + line(text)
+    assert pb >> ClientData(b"p\x00\x00\x00\x01") << fatal("28P01", PW_FAILED, detail)
+
+
+# --- certificates and GSS ----------------------------------------------------------------------
+
+
+def test_cert_method_with_verified_certificate() -> None:
+    text = "hostssl all all 0.0.0.0/0 cert\n"
+    m = machine(text, ssl=True, ssl_ca_file="root.crt")
+    info = replace(
+        TLS, peer_cert_verified=True, peer_common_name="alice", peer_subject_dn="CN=alice"
+    )
+    pb = accepted(m) >> ClientData(SSL_REQ) << SendToClient(b"S") << StartTLS(b"")
+    pb = pb >> ChannelEstablished(info) >> ClientData(HELLO_ALICE) << CheckAdmission()
+    pb = pb >> Admission(False, 0) << TakeSlot() << authenticated('identity="CN=alice"', "cert")
+    assert to_relay(pb << CONNECT << ConnectBackend(ALICE), suffix=SSL_SUFFIX)
+
+
+def test_clientcert_without_a_certificate() -> None:
+    text = "hostssl all all 0.0.0.0/0 trust clientcert=verify-ca\n"
+    m = machine(text, ssl=True, ssl_ca_file="root.crt")
+    message = "connection requires a valid client certificate"
+    pb = tls_started(m) >> Admission(False, 0) << TakeSlot()
+    assert pb << fatal("28000", message, line(text))
+
+
+def test_clientcert_verify_full_name_mismatch_uses_the_method_text() -> None:
+    text = "hostssl all all 0.0.0.0/0 trust clientcert=verify-full\n"
+    m = machine(text, ssl=True, ssl_ca_file="root.crt")
+    info = ChannelInfo(
+        kind=ChannelKind.SSL,
+        alpn="postgresql",
+        peer_cert_verified=True,
+        peer_common_name="bob",
+        peer_subject_dn="CN=bob",
+    )
+    pb = accepted(m) >> ClientData(SSL_REQ) << SendToClient(b"S") << StartTLS(b"")
+    pb = pb >> ChannelEstablished(info) >> ClientData(HELLO_ALICE) << CheckAdmission()
+    detail = (
+        'certificate validation (clientcert=verify-full) failed for user "alice": CN mismatch\n'
+        + line(text)
+    )
+    pb = pb >> Admission(False, 0) << TakeSlot() << authenticated('user="alice"', "trust")
+    assert pb << fatal("28000", '"trust" authentication failed for user "alice"', detail)
+
+
+class FakeGssExchange:
+    """A GSS exchange that takes one token and says who the client is."""
+
+    def __init__(self, outcome: gss_auth.Outcome) -> None:
+        self.outcome = outcome
+        self.tokens: list[bytes] = []
+
+    def start(self) -> bytes:
+        return codec.authentication_request(codes.AUTH_GSS)
+
+    def receive(
+        self, message_type: bytes, body: bytes | bytearray | memoryview
+    ) -> gss_auth.Outcome:
+        self.tokens.append(bytes(body))
+        return self.outcome
+
+
+def test_gss_exchange_through_an_injected_exchange() -> None:
+    text = "host all all 0.0.0.0/0 gss include_realm=0\n"
+    m = machine(text)
+    last = codec.authentication_request(codes.AUTH_GSS_CONTINUE, b"last")
+    exchange = FakeGssExchange(gss_auth.Success("alice@EXAMPLE.COM", False, last))
+    pb = started(m) >> Admission(False, 0) << TakeSlot() << StartGssAuth("alice", False)
+    pb = (
+        pb
+        >> GssExchangeReady(exchange)
+        << SendToClient(codec.authentication_request(codes.AUTH_GSS))
+    )
+    pb = pb >> ClientData(p(b"token")) << authenticated('identity="alice@EXAMPLE.COM"', "gss")
+    suffix = (
+        " GSS (authenticated=yes, encrypted=no, delegated_credentials=no, "
+        "principal=alice@EXAMPLE.COM)"
+    )
+    assert to_relay(pb << CONNECT << ConnectBackend(ALICE), before_ok=last, suffix=suffix)
+    assert exchange.tokens == [b"token"]
+
+
+def test_gss_exchange_failure_sends_its_token_first() -> None:
+    text = "host all all 0.0.0.0/0 gss\n"
+    m = machine(text)
+    error = ClientError("28000", 'GSSAPI authentication failed for user "alice"', log_detail="no")
+    token = codec.authentication_request(codes.AUTH_GSS_CONTINUE, b"err")
+    exchange = FakeGssExchange(gss_auth.Failure(error, token))
+    pb = started(m) >> Admission(False, 0) << TakeSlot() << StartGssAuth("alice", False)
+    pb = (
+        pb
+        >> GssExchangeReady(exchange)
+        << SendToClient(codec.authentication_request(codes.AUTH_GSS))
+    )
+    assert (
+        pb
+        >> ClientData(p(b"t"))
+        << SendToClient(token)
+        << fatal("28000", error.message, "no\n" + line(text))
+    )
+
+
+def test_gss_encrypted_connection_needs_no_exchange() -> None:
+    text = "hostgssenc all all 0.0.0.0/0 gss include_realm=0\n"
+    m = machine(text, gss=True)
+    pb = accepted(m) >> ClientData(GSS_REQ) << SendToClient(b"G") << StartGSS(b"")
+    pb = pb >> ChannelEstablished(GSS) >> ClientData(HELLO_ALICE) << CheckAdmission()
+    pb = pb >> Admission(False, 0) << TakeSlot()
+    pb = (
+        pb
+        << authenticated('identity="alice@EXAMPLE.COM"', "gss")
+        << CONNECT
+        << ConnectBackend(ALICE)
+    )
+    suffix = (
+        " GSS (authenticated=yes, encrypted=yes, delegated_credentials=no, "
+        "principal=alice@EXAMPLE.COM)"
+    )
+    assert to_relay(pb, suffix=suffix)
+
+
+def test_bytes_behind_a_gss_request_are_refused_encrypted() -> None:
+    m = machine(gss=True)
+    pb = accepted(m) >> ClientData(GSS_REQ + b"xyz") << SendToClient(b"G") << StartGSS(b"xyz")
+    message = "received unencrypted data after GSSAPI encryption request"
+    error = codec.error_response(ProtocolViolation(message, detail=_MITM))
+    assert pb >> ChannelEstablished(GSS) << Close(error, Log(Level.FATAL, message))
+
+
+_MITM = (
+    "This could be either a client-software bug or evidence of an attempted man-in-the-middle "
+    "attack."
+)
+
+
+# --- channels ----------------------------------------------------------------------------------
+
+
+def test_direct_tls_without_alpn_is_closed() -> None:
+    m = machine(ssl=True, trace_connection_negotiation="on")
+    pb = accepted(m) >> ClientData(HELLO) << StartDirectTLS(HELLO)
+    text = "received direct SSL connection request without ALPN protocol negotiation extension"
+    pb = pb >> ChannelEstablished(ChannelInfo(kind=ChannelKind.SSL))
+    assert (
+        pb << Log(Level.LOG, "direct SSL connection rejected") << Close(None, Log(Level.LOG, text))
+    )
+
+
+def test_direct_tls_with_alpn_continues_inside_tls() -> None:
+    m = machine(ssl=True, trace_connection_negotiation="on")
+    pb = accepted(m) >> ClientData(HELLO) << StartDirectTLS(HELLO) >> ChannelEstablished(TLS)
+    assert (
+        pb
+        << Log(Level.LOG, "direct SSL connection accepted")
+        >> ClientData(HELLO_ALICE)
+        << CheckAdmission()
+    )
+
+
+def test_tls_handshake_failure_writes_the_alert_and_hints_the_versions() -> None:
+    m = machine(ssl=True)
+    pb = accepted(m) >> ClientData(SSL_REQ) << SendToClient(b"S") << StartTLS(b"")
+    error = ChannelError(
+        "could not accept SSL connection: unsupported protocol",
+        output=b"\x15alert",
+        protocol_hint=True,
+    )
+    hint = (
+        "This may indicate that the client does not support any SSL protocol version between "
+        "TLSv1.2 and TLSv1.3."
+    )
+    line_ = Log(Level.LOG, str(error), None, hint)
+    assert pb >> ChannelFailed(error) << WriteRaw(b"\x15alert") << Close(None, line_)
+
+
+def test_eof_in_the_tls_handshake() -> None:
+    m = machine(ssl=True)
+    pb = accepted(m) >> ClientData(SSL_REQ) << SendToClient(b"S") << StartTLS(b"")
+    eof = Log(Level.LOG, "could not accept SSL connection: EOF detected")
+    assert pb >> ClientEof() << Close(None, eof)
+
+
+# --- the backend -------------------------------------------------------------------------------
+
+
+def trusted(m: LoginMachine) -> Playbook:
+    pb = started(m) >> Admission(False, 0) << TakeSlot() << authenticated('user="alice"', "trust")
+    return pb << CONNECT << ConnectBackend(ALICE)
+
+
+def test_backend_refusal_is_relayed_verbatim_after_authentication_ok() -> None:
+    m = machine()
+    refusal = codec.error_response(ClientError("3D000", 'database "db" does not exist'))
+    pb = trusted(m) >> BackendConnected() << CONNECT
+    pb = pb << SendToBackend(codec.startup_message(codes.PROTOCOL_3_0, ALICE.params))
+    message = 'database "db" does not exist'
+    assert pb >> BackendData(OK + refusal) << Close(OK + refusal, Log(Level.FATAL, message))
+
+
+@pytest.mark.parametrize(
+    ("events", "reason"),
+    [
+        (
+            [BackendUnreachable("[Errno 2] No such file or directory")],
+            "[Errno 2] No such file or directory",
+        ),
+        ([Timeout()], "timed out"),
+        ([BackendConnected(), BackendEof()], "server closed the connection during login"),
+        ([BackendConnected(), Timeout()], "login timed out"),
+    ],
+)
+def test_backend_unreachable(events: Sequence[Event], reason: str) -> None:
+    m = machine()
+    assert trusted(m)
+    for event in events[:-1]:
+        m.feed(event)
+    message = "could not connect to the backend server"
+    assert m.feed(events[-1]) == [fatal("08006", message, f"{WHERE}: {reason}")]
+
+
+def test_client_gone_during_backend_login_closes_without_a_word() -> None:
+    m = machine()
+    assert trusted(m) >> ClientEof() >> BackendReused(LOGIN) << Close()
+
+
+def test_timeout_before_the_backend_is_silent() -> None:
+    m = machine()
+    assert started(m) >> Timeout() << Close()
+
+
+# --- cancel and bad startup packets ------------------------------------------------------------
+
+
+def test_cancel_request_is_forwarded_then_closed() -> None:
+    m = machine()
+    assert (
+        accepted(m) >> ClientData(cancel(4242, b"\1\2\3\4")) << Cancel(4242, b"\1\2\3\4") << Close()
+    )
+
+
+def test_startup_without_user() -> None:
+    m = machine()
+    text = "no PostgreSQL user name specified in startup packet"
+    error = codec.error_response(ClientError("28000", text))
+    assert accepted(m) >> ClientData(startup(database="db")) << Close(error, Log(Level.LOG, text))
+
+
+def test_incomplete_startup_packet() -> None:
+    m = machine()
+    pb = accepted(m) >> ClientData(HELLO_ALICE[:6])
+    assert pb >> ClientEof() << Close(None, Log(Level.LOG, "incomplete startup packet"))
+
+
+def test_eof_before_anything_is_silent() -> None:
+    m = machine()
+    assert accepted(m) >> ClientEof() << Close()
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+
+def test_an_event_the_table_does_not_allow_names_state_and_event() -> None:
+    m = machine()
+    assert accepted(m)
+    with pytest.raises(
+        IllegalMove, match="'backend data' is not allowed in state 'negotiating'"
+    ):
+        m.feed(BackendData(b""))
+    closed = machine()
+    assert accepted(closed) >> ClientEof() << Close()
+    with pytest.raises(IllegalMove):
+        closed.feed(ClientData(b"x"))
+
+
+def test_every_state_but_the_ends_can_fail() -> None:
+    targets = {after for after in TRANSITIONS.values()}
+    assert targets == set(State) - {State.NEW}
+
+
+def test_the_login_package_is_sans_io() -> None:
+    modules = sorted((SRC / "login").rglob("*.py"))
+    assert modules
+    for module in modules:
+        label = str(module.relative_to(SRC))
+        assert forbidden_imports(module.read_text(encoding="utf-8"), label) == []
+        # Nor python-gssapi: it is optional, and GSS objects arrive in events.
+        tree = ast.parse(module.read_text(encoding="utf-8"))
+        imported = {
+            n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+        } | {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not any(name.split(".")[0] == "gssapi" for name in imported), label
+
+
+# --- pairing: the machine's backend side against a fake backend ------------------------------
+
+
+class FakeBackend:
+    """A backend that asks for SCRAM and checks it with pggate's own SCRAM server."""
+
+    def __init__(self, stored: str) -> None:
+        self.scram = password.ScramExchange(
+            "alice",
+            parse_role_secret(secret_row(stored)),
+            now=NOW,
+            tls_end_point_hash=None,
+            mock_nonce=MOCK_NONCE,
+        )
+        self.buffer = bytearray()
+        self.started = False
+        self.refusal: bytes | None = None
+
+    def receive(self, data: bytes) -> bytes:
+        self.buffer += data
+        if not self.started:
+            length = int.from_bytes(self.buffer[:4], "big")
+            del self.buffer[:length]
+            self.started = True
+            return self.scram.start()
+        parsed, consumed = codec.read_message(self.buffer, max_length=1 << 16)
+        assert parsed is not None
+        del self.buffer[:consumed]
+        outcome = self.scram.receive(parsed[0], parsed[1])
+        if isinstance(outcome, password.Send):
+            return outcome.data
+        if isinstance(outcome, password.Failure):
+            self.refusal = codec.error_response(outcome.error)
+            return self.refusal
+        return outcome.final + OK + PARAMS + KEY + READY
+
+
+def pair(m: LoginMachine, backend: FakeBackend) -> list[Command]:
+    """Run the backend login: every SendToBackend to the fake, its replies back."""
+    out = m.feed(BackendConnected())
+    while True:
+        sends = [c for c in out if isinstance(c, SendToBackend)]
+        if not sends:
+            return out
+        reply = b"".join(backend.receive(c.data) for c in sends)
+        out = m.feed(BackendData(reply))
+
+
+def test_pairing_scram_pass_through_with_the_clients_keys() -> None:
+    stored = scram_secret(PASSWORD)
+    m = machine("host all all 0.0.0.0/0 scram-sha-256\n")
+    assert started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    scram_login(m, plus=False, stored=stored)
+    out = pair(m, FakeBackend(stored))
+    assert out == [SetTimeout(None), RegisterCancelKey(4, *BACKEND_KEY)]
+
+
+def test_pairing_a_backend_with_another_secret_refuses() -> None:
+    m = machine("host all all 0.0.0.0/0 scram-sha-256\n")
+    assert started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    scram_login(m, plus=False)
+    backend = FakeBackend(scram_secret("another password"))
+    out = pair(m, backend)
+    assert backend.refusal is not None
+    final = m.auth.before_ok
+    assert out == [Close(final + OK + backend.refusal, Log(Level.FATAL, PW_FAILED))]
