@@ -71,7 +71,8 @@ from typing import TypedDict
 
 import psutil
 
-from pggate import certs, embedded
+from pggate import embedded
+from pggate.tls import certs
 
 REPO = Path(__file__).resolve().parent.parent
 PG_BINDIR = Path("/usr/lib/postgresql/15/bin")

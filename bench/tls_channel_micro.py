@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from pggate.tlsconf import TlsSettings, build_server_context
+from pggate.tls.context import TlsSettings, build_server_context
 from pggate.transport.tls import TlsChannel
 
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pggate import logs, pidfile
-from pggate.certcli import add_cert_commands
 from pggate.errors import ConfigError, PggateError
+from pggate.tls.certcli import add_cert_commands
 
 log = logging.getLogger("pggate.cli")
 

@@ -12,11 +12,12 @@ import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from pggate import certs, embedded, preflight
 from pggate import config as config_module
+from pggate import embedded, preflight
 from pggate import policy as policy_module
 from pggate.conninfo import backend_address
 from pggate.errors import ConfigError, PggateError
+from pggate.tls import certs
 
 log = logging.getLogger("pggate.initdir")
 

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pggate import config as config_module
-from pggate import logs, tlsconf
+from pggate import logs
 from pggate.config import Config
 from pggate.config.files import DiskFiles
 from pggate.conninfo import BackendAddress, backend_address
 from pggate.errors import ConfigError
 from pggate.hba import HbaPolicy, IdentMaps, load_hba, load_ident
 from pggate.hba.tokens import AuthFileError
+from pggate.tls import context as tlsconf
 
 log = logging.getLogger("pggate.policy")
 

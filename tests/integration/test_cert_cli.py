@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from pggate import certs
-from pggate.certcli import add_cert_commands
 from pggate.errors import PggateError
+from pggate.tls import certs
+from pggate.tls.certcli import add_cert_commands
 
 pytestmark = pytest.mark.integration
 

@@ -31,7 +31,7 @@ from test_gss_sansio import client_context as gss_client_context
 from tls_support import CN_HOST, Pki, make_pki
 from tls_support import client_context as tls_client_context
 
-from pggate.tlsconf import TlsSettings, build_server_context
+from pggate.tls.context import TlsSettings, build_server_context
 from pggate.transport import PLAIN, Channel, ChannelError, ChannelKind, TlsChannel
 from pggate.transport.gss import MAX_DATA_PAYLOAD, GssChannel
 

@@ -18,7 +18,7 @@ import pytest
 from conftest import free_port
 from tls_support import Pki, install_server_cert, make_pki
 
-from pggate import certs
+from pggate.tls import certs
 
 Setup = Callable[[Path, Pki], None]
 

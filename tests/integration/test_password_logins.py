@@ -41,8 +41,8 @@ from tls_support import (
     startup,
 )
 
-from pggate import certs
 from pggate.proto import codec, codes
+from pggate.tls import certs
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,8 @@ from conftest import DEBIAN_PG_BINDIR, Backend, Gateway, GatewayFactory
 from reference import TcpCluster, owned_copy, reference_server
 from tls_support import client_context, error_fields, read_message, startup
 
-from pggate import certs
 from pggate.proto import codec, codes
+from pggate.tls import certs
 
 pytestmark = pytest.mark.integration
 

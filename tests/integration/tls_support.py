@@ -24,8 +24,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from pggate import certs
 from pggate.proto import codec, codes
+from pggate.tls import certs
 
 # Host names as in PostgreSQL's src/test/ssl (pg-ssltest.test), ours under a test-only TLD.
 DOMAIN = "pggate-test.test"

@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from pggate import certs
 from pggate.errors import PggateError
+from pggate.tls import certs
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,10 @@ import pytest
 from conftest_tls import CertFactory, Issued, client_channel, connect, handshake
 from cryptography.hazmat.primitives import hashes
 
-from pggate import tlsconf
 from pggate.errors import ConfigError
-from pggate.tlsconf import (
+from pggate.tls import _libssl
+from pggate.tls import context as tlsconf
+from pggate.tls.context import (
     PEM_PROMPT,
     TlsConfigError,
     TlsSettings,
@@ -273,7 +274,7 @@ def test_bad_cipher_lists(factory: CertFactory, server: Issued) -> None:
 
 
 def _client_suites(ctx: ssl.SSLContext, suites: str) -> None:
-    lib = tlsconf._libssl()
+    lib = _libssl.libssl()
     assert lib is not None
     assert lib.set_ciphersuites(lib.ctx_pointer(ctx), suites.encode()) == 1
 
@@ -407,7 +408,7 @@ def test_dh_params_checked(factory: CertFactory, server: Issued, tmp_path: Path)
 def test_python_only_fallback(
     monkeypatch: pytest.MonkeyPatch, factory: CertFactory, server: Issued, locked: Issued
 ) -> None:
-    monkeypatch.setattr(tlsconf, "_libssl", lambda: None)
+    monkeypatch.setattr(tlsconf, "libssl", lambda: None)
     notes: list[str] = []
     ctx = build(factory.settings(server), log=notes.append)
     assert any("ssl_groups limited" in n for n in notes)
@@ -498,7 +499,7 @@ def test_client_ca_list_and_session_cache(factory: CertFactory, server: Issued) 
     raw.SSL_CTX_get_client_CA_list.restype = ctypes.c_void_p
     raw.SSL_CTX_get_client_CA_list.argtypes = [ctypes.c_void_p]
     raw.OPENSSL_sk_num.argtypes = [ctypes.c_void_p]
-    lib = tlsconf._libssl()
+    lib = _libssl.libssl()
     assert lib is not None
     ctx = build(factory.settings(server, ssl_ca_file=str(factory.ca.cert_path)))
     ptr = lib.ctx_pointer(ctx)
@@ -515,5 +516,5 @@ def test_passphrase_command_runs_once(factory: CertFactory, locked: Issued, tmp_
 
 def test_error_queue_left_clean(factory: CertFactory, server: Issued) -> None:
     raises(factory.settings(server, ssl_groups="nosuchgroup"))
-    lib = tlsconf._libssl()
+    lib = _libssl.libssl()
     assert lib is not None and lib.err_get_error() == 0

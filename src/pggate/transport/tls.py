@@ -18,7 +18,7 @@ from typing import Final
 
 from cryptography import x509
 
-from pggate import x509names
+from pggate.tls import x509names
 from pggate.transport.channel import ChannelError, ChannelInfo, ChannelKind
 
 # One SSL_read returns at most one record (<= 16 KiB of plaintext); a larger buffer only costs

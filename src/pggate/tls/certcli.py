@@ -14,8 +14,8 @@ from typing import TypeAlias
 
 from cryptography import x509
 
-from pggate import certs
 from pggate.errors import PggateError
+from pggate.tls import certs
 
 # Generic only in typeshed, hence the string.
 _SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"

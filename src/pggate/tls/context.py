@@ -9,13 +9,10 @@ of pggate needs (the DER and RFC 5929 ``tls-server-end-point`` hash for SCRAM-SH
 It may touch the filesystem (key permission check, passphrase command); nothing else does TLS
 configuration.
 
-Python's :mod:`ssl` cannot express some of what PostgreSQL does (TLS 1.3 ciphersuites, a groups
-*list*, a client CA list in CertificateRequest, session cache off, a fatal ALPN mismatch, exact
-OpenSSL reasons while loading the key).  Those go through :class:`_LibSSL`, a ctypes binding to
-the very libssl that CPython's ``_ssl`` is linked against, applied to the ``SSL_CTX *`` inside
-the SSLContext.  The binding proves itself at load time by round-tripping settings it can read
-back through the public API; if that fails, the builder falls back to the ``ssl`` module and
-says what it could not do.
+Python's :mod:`ssl` cannot express some of what PostgreSQL does; those settings go through the
+ctypes binding of :mod:`pggate.tls._libssl`, applied to the ``SSL_CTX *`` inside the
+SSLContext, with a fallback to :mod:`ssl` (and a log line saying what it could not do) when the
+binding cannot prove itself.
 """
 
 from __future__ import annotations
@@ -31,7 +28,6 @@ import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +36,18 @@ from cryptography.hazmat.primitives import hashes
 
 from pggate.errors import ConfigError
 from pggate.proto import codes
+from pggate.tls._libssl import (
+    ALPN_SELECT,
+    PASSWD_CB,
+    SSL_CTRL_SET_DH_AUTO,
+    SSL_CTRL_SET_GROUPS_LIST,
+    SSL_CTRL_SET_SESS_CACHE_MODE,
+    SSL_FILETYPE_PEM,
+    SSL_SESS_CACHE_OFF,
+    LibSSL,
+    libssl,
+    openssl_binding_available,
+)
 
 # The prompt OpenSSL itself prints, which PostgreSQL substitutes for %p
 # (be-secure-openssl.c:ssl_external_passwd_cb).
@@ -118,165 +126,6 @@ class CertificateInfo:
 
 # Server certificate DER per context, recorded when the context is built.
 _SERVER_CERTS: weakref.WeakKeyDictionary[ssl.SSLContext, bytes] = weakref.WeakKeyDictionary()
-
-
-# --------------------------------------------------------------------------------------------
-# ctypes binding to the libssl behind CPython's _ssl
-# --------------------------------------------------------------------------------------------
-
-_SSL_FILETYPE_PEM = 1
-_SSL_CTRL_SET_SESS_CACHE_MODE = 44
-_SSL_CTRL_SET_GROUPS_LIST = 92
-_SSL_CTRL_SET_DH_AUTO = 118
-_SSL_SESS_CACHE_OFF = 0
-_SSL_TLSEXT_ERR_OK = 0
-_SSL_TLSEXT_ERR_ALERT_FATAL = 2
-_ERR_SYSTEM_FLAG = 0x80000000  # OpenSSL 3 ERR_SYSTEM_FLAG: reason is an errno
-
-_PASSWD_CB = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p
-)
-_ALPN_CB = ctypes.CFUNCTYPE(
-    ctypes.c_int,
-    ctypes.c_void_p,  # SSL *
-    ctypes.POINTER(ctypes.c_void_p),  # const unsigned char **out
-    ctypes.POINTER(ctypes.c_ubyte),  # unsigned char *outlen
-    ctypes.c_void_p,  # const unsigned char *in
-    ctypes.c_uint,  # inlen
-    ctypes.c_void_p,  # arg
-)
-
-# PG_ALPN_PROTOCOL_VECTOR (pqcomm.h); the callback points OpenSSL into this static buffer.
-_ALPN_NAME = codes.ALPN_POSTGRESQL.encode()
-_ALPN_BUFFER = ctypes.create_string_buffer(_ALPN_NAME)
-
-
-def _alpn_offers_postgresql(vector: bytes) -> bool:
-    pos = 0
-    while pos < len(vector):
-        end = pos + 1 + vector[pos]
-        if vector[pos + 1 : end] == _ALPN_NAME and end <= len(vector):
-            return True
-        pos = end
-    return False
-
-
-def _alpn_select(
-    _ssl: int | None, out: Any, outlen: Any, inp: int | None, inlen: int, _arg: int | None
-) -> int:
-    # be-secure-openssl.c:alpn_cb: only "postgresql"; a client offering ALPN without it gets
-    # a fatal no_application_protocol alert (RFC 7301), not a silent no-ALPN handshake as
-    # Python's own callback would give (ALPACA-style cross-protocol defence).
-    if inp is None or not _alpn_offers_postgresql(ctypes.string_at(inp, inlen)):
-        return _SSL_TLSEXT_ERR_ALERT_FATAL
-    out[0] = ctypes.addressof(_ALPN_BUFFER)
-    outlen[0] = len(_ALPN_NAME)
-    return _SSL_TLSEXT_ERR_OK
-
-
-# Module-lifetime C thunk: OpenSSL keeps the pointer in every context built here.
-_ALPN_SELECT: Any = _ALPN_CB(_alpn_select)
-
-
-class _LibSSL:
-    """The libssl functions pggate needs that :mod:`ssl` does not expose."""
-
-    def __init__(self, lib: ctypes.CDLL) -> None:
-        vp, cp, ci, cl, cul = (
-            ctypes.c_void_p,
-            ctypes.c_char_p,
-            ctypes.c_int,
-            ctypes.c_long,
-            ctypes.c_ulong,
-        )
-
-        def fn(name: str, restype: Any, *argtypes: Any) -> Any:
-            f = getattr(lib, name)
-            f.restype = restype
-            f.argtypes = list(argtypes)
-            return f
-
-        self.use_certificate_chain_file = fn("SSL_CTX_use_certificate_chain_file", ci, vp, cp)
-        self.use_private_key_file = fn("SSL_CTX_use_PrivateKey_file", ci, vp, cp, ci)
-        self.check_private_key = fn("SSL_CTX_check_private_key", ci, vp)
-        self.set_default_passwd_cb = fn("SSL_CTX_set_default_passwd_cb", None, vp, _PASSWD_CB)
-        self.set_ciphersuites = fn("SSL_CTX_set_ciphersuites", ci, vp, cp)
-        self.ctrl = fn("SSL_CTX_ctrl", cl, vp, ci, cl, vp)
-        self.load_client_ca_file = fn("SSL_load_client_CA_file", vp, cp)
-        self.set_client_ca_list = fn("SSL_CTX_set_client_CA_list", None, vp, vp)
-        self.set_alpn_select_cb = fn("SSL_CTX_set_alpn_select_cb", None, vp, _ALPN_CB, vp)
-        self.get0_certificate = fn("SSL_CTX_get0_certificate", vp, vp)
-        self.i2d_x509 = fn("i2d_X509", ci, vp, ctypes.POINTER(ctypes.c_void_p))
-        self.get_options = fn("SSL_CTX_get_options", ctypes.c_uint64, vp)
-        self.err_get_error = fn("ERR_get_error", cul)
-        self.err_reason = fn("ERR_reason_error_string", cp, cul)
-        self.err_clear = fn("ERR_clear_error", None)
-
-    @staticmethod
-    def ctx_pointer(ctx: ssl.SSLContext) -> int:
-        # CPython's PySSLContext (Modules/_ssl.c): PyObject_HEAD, then ``SSL_CTX *ctx``.
-        ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
-        if not ptr:
-            raise RuntimeError("SSLContext has no SSL_CTX")
-        return ptr
-
-    def error_message(self, replacement: str | None = None) -> str:
-        """be-secure-openssl.c:SSLerrmessage(ERR_get_error()), then clear the queue so
-        :mod:`ssl` never sees our stale errors."""
-        code = self.err_get_error()
-        self.err_clear()
-        if code == 0:
-            return replacement or "no SSL error reported"
-        reason = self.err_reason(code)
-        if reason is not None:
-            return str(reason.decode(errors="replace"))
-        if code & _ERR_SYSTEM_FLAG:
-            return os.strerror(code & ~_ERR_SYSTEM_FLAG)
-        return f"SSL error code {code}"
-
-    def certificate_der(self, ptr: int) -> bytes | None:
-        x509_ptr = self.get0_certificate(ptr)
-        if not x509_ptr:
-            return None
-        size = self.i2d_x509(x509_ptr, None)
-        if size <= 0:
-            return None
-        buf = ctypes.create_string_buffer(size)
-        cursor = ctypes.c_void_p(ctypes.addressof(buf))
-        self.i2d_x509(x509_ptr, ctypes.byref(cursor))
-        return buf.raw
-
-
-def _verify_binding(lib: _LibSSL) -> bool:
-    """Prove the struct layout and the library identity on this interpreter: settings made
-    through ctypes must be visible through the public API and vice versa."""
-    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ptr = lib.ctx_pointer(probe)
-    if lib.get_options(ptr) != int(probe.options):
-        return False
-    probe.options ^= ssl.OP_NO_TICKET
-    if lib.get_options(ptr) != int(probe.options):
-        return False
-    if lib.set_ciphersuites(ptr, b"TLS_AES_256_GCM_SHA384") != 1:
-        return False
-    tls13 = [c["name"] for c in probe.get_ciphers() if c["protocol"] == "TLSv1.3"]
-    return tls13 == ["TLS_AES_256_GCM_SHA384"]
-
-
-@cache
-def _libssl() -> _LibSSL | None:
-    import _ssl  # the extension module; dlsym on its handle resolves through its own libssl
-
-    try:
-        lib = _LibSSL(ctypes.CDLL(_ssl.__file__))
-        return lib if _verify_binding(lib) else None
-    except (OSError, AttributeError, RuntimeError):
-        return None
-
-
-def openssl_binding_available() -> bool:
-    """Whether the full PostgreSQL feature set (see module docstring) is available."""
-    return _libssl() is not None
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,7 +277,7 @@ class _Passphrase:
                 ctypes.memmove(buf, secret, len(secret))
             return len(secret)
 
-        return _PASSWD_CB(callback)
+        return PASSWD_CB(callback)
 
     def failure(self, key_file: str, reason: str) -> TlsConfigError:
         if self.error is not None:
@@ -487,7 +336,7 @@ def build_server_context(
     interpreter's OpenSSL binding cannot apply).  Raises :class:`TlsConfigError`.
     """
     note = log or (lambda _msg: None)
-    lib = _libssl()
+    lib = libssl()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     # Start from OpenSSL's SSL_CTX_new defaults, as PostgreSQL does: Python adds OP_ALL (bug
     # workarounds incl. DONT_INSERT_EMPTY_FRAGMENTS) and server cipher preference.
@@ -504,7 +353,7 @@ def build_server_context(
     ctx.options |= ssl.OP_NO_TICKET | ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     ctx.num_tickets = 0
     if lib is not None:
-        lib.ctrl(ptr, _SSL_CTRL_SET_SESS_CACHE_MODE, _SSL_SESS_CACHE_OFF, None)
+        lib.ctrl(ptr, SSL_CTRL_SET_SESS_CACHE_MODE, SSL_SESS_CACHE_OFF, None)
 
     _set_dh(ctx, lib, ptr, settings, reloading, note)
     _set_groups(ctx, lib, ptr, settings, note)
@@ -538,7 +387,7 @@ def build_server_context(
 
     # ALPN "postgresql" for every TLS connection (be_tls_open_server installs alpn_cb).
     if lib is not None:
-        lib.set_alpn_select_cb(ptr, _ALPN_SELECT, None)
+        lib.set_alpn_select_cb(ptr, ALPN_SELECT, None)
     else:
         ctx.set_alpn_protocols([codes.ALPN_POSTGRESQL])
         note(
@@ -552,7 +401,7 @@ def build_server_context(
 
 def _load_cert_and_key(
     ctx: ssl.SSLContext,
-    lib: _LibSSL | None,
+    lib: LibSSL | None,
     ptr: int,
     settings: TlsSettings,
     passphrase: _Passphrase,
@@ -584,9 +433,9 @@ def _load_cert_and_key(
     callback = passphrase.c_callback()
     lib.set_default_passwd_cb(ptr, callback)
     try:
-        loaded = lib.use_private_key_file(ptr, os.fsencode(key_file), _SSL_FILETYPE_PEM)
+        loaded = lib.use_private_key_file(ptr, os.fsencode(key_file), SSL_FILETYPE_PEM)
     finally:
-        lib.set_default_passwd_cb(ptr, _PASSWD_CB())
+        lib.set_default_passwd_cb(ptr, PASSWD_CB())
     if loaded != 1:
         raise passphrase.failure(key_file, lib.error_message())
     if lib.check_private_key(ptr) != 1:
@@ -622,7 +471,7 @@ def _set_protocol_range(ctx: ssl.SSLContext, settings: TlsSettings) -> None:
 
 def _set_dh(
     ctx: ssl.SSLContext,
-    lib: _LibSSL | None,
+    lib: LibSSL | None,
     ptr: int,
     settings: TlsSettings,
     reloading: bool,
@@ -643,7 +492,7 @@ def _set_dh(
     # Built-in group: OpenSSL's automatic RFC 7919 FFDHE group sized to the key (ffdhe2048 for
     # RSA-2048), where PostgreSQL embeds its own fixed 2048-bit group (FILE_DH2048).
     if lib is not None:
-        lib.ctrl(ptr, _SSL_CTRL_SET_DH_AUTO, 1, None)
+        lib.ctrl(ptr, SSL_CTRL_SET_DH_AUTO, 1, None)
 
 
 def _load_dh_file(ctx: ssl.SSLContext, path: str) -> None:
@@ -729,7 +578,7 @@ def _probable_prime(n: int, rounds: int = 40) -> bool:
 
 def _set_groups(
     ctx: ssl.SSLContext,
-    lib: _LibSSL | None,
+    lib: LibSSL | None,
     ptr: int,
     settings: TlsSettings,
     note: Callable[[str], None],
@@ -739,7 +588,7 @@ def _set_groups(
     groups = settings.ssl_groups
     if lib is not None:
         lib.err_clear()
-        if lib.ctrl(ptr, _SSL_CTRL_SET_GROUPS_LIST, 0, ctypes.c_char_p(groups.encode())) != 1:
+        if lib.ctrl(ptr, SSL_CTRL_SET_GROUPS_LIST, 0, ctypes.c_char_p(groups.encode())) != 1:
             raise TlsConfigError(
                 "could not set group names specified in ssl_groups: "
                 + lib.error_message("No valid groups found"),
@@ -761,7 +610,7 @@ def _set_groups(
 
 
 def _set_client_verification(
-    ctx: ssl.SSLContext, lib: _LibSSL | None, ptr: int, settings: TlsSettings
+    ctx: ssl.SSLContext, lib: LibSSL | None, ptr: int, settings: TlsSettings
 ) -> None:
     ca_file = settings.ssl_ca_file
     if ca_file:

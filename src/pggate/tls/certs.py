@@ -34,9 +34,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pggate.errors import PggateError
-from pggate.x509names import name_hash as name_hash
-from pggate.x509names import oneline as oneline
-from pggate.x509names import rfc2253 as rfc2253
+from pggate.tls.x509names import name_hash as name_hash
+from pggate.tls.x509names import oneline as oneline
+from pggate.tls.x509names import rfc2253 as rfc2253
 
 KeyType = Literal["ec", "rsa"]
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
