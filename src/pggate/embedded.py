@@ -34,6 +34,7 @@ from typing import BinaryIO, TypedDict
 
 import psutil
 
+from pggate import layout
 from pggate.errors import PggateError
 
 __all__ = [
@@ -462,8 +463,8 @@ class EmbeddedCluster:
         require_reachable(gateway_dir, user)
         found = find_postgres_bindir(bindir)
         return cls(
-            data_dir=gateway_dir / "pgdata",
-            socket_dir=gateway_dir / "pgsocket",
+            data_dir=gateway_dir / layout.DATA_DIR,
+            socket_dir=gateway_dir / layout.SOCKET_DIR,
             bindir=bindir_for_user(found, user, cache_root),
             run_as=user,
             port=port,

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from pggate import config as config_module
-from pggate import embedded, preflight
+from pggate import embedded, layout, preflight
 from pggate import policy as policy_module
 from pggate.conninfo import backend_address
 from pggate.errors import ConfigError, PggateError
@@ -21,7 +21,7 @@ from pggate.tls import certs
 
 log = logging.getLogger("pggate.initdir")
 
-CONF_FILE = "pggate.conf"
+CONF_FILE = layout.CONF_FILE
 
 DEFAULT_HBA = """\
 # pg_hba.conf for pggate: same syntax and meaning as PostgreSQL's.
@@ -74,8 +74,8 @@ def create(
         # server certificate for the names given plus localhost, so verify-full works at once.
         certs.init_tls(directory, hostnames)
         (directory / CONF_FILE).write_text(conf)
-        (directory / "pg_hba.conf").write_text(DEFAULT_HBA)
-        (directory / "pg_ident.conf").write_text(DEFAULT_IDENT)
+        (directory / layout.HBA_FILE).write_text(DEFAULT_HBA)
+        (directory / layout.IDENT_FILE).write_text(DEFAULT_IDENT)
         if cluster is not None:
             cluster.init()
 

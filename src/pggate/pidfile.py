@@ -30,12 +30,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pggate import layout
 from pggate.errors import PggateError
 
 log = logging.getLogger("pggate.pidfile")
 
-PID_FILE = "pggate.pid"
-RELOAD_FILE = "pggate.reload"
+PID_FILE = layout.PID_FILE
+RELOAD_FILE = layout.RELOAD_FILE
 # A ``pggate status`` probe holds the lock for an instant; ``serve`` retries that long.
 CLAIM_SECONDS = 1.0
 _CLAIM_POLL = 0.01

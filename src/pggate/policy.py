@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pggate import config as config_module
-from pggate import logs
+from pggate import layout, logs
 from pggate.config import Config
 from pggate.config.files import DiskFiles
 from pggate.conninfo import BackendAddress, backend_address
@@ -31,8 +31,8 @@ log = logging.getLogger("pggate.policy")
 
 Prompt = Callable[[str], str]
 
-EMBEDDED_DATA_DIR = "pgdata"
-EMBEDDED_SOCKET_DIR = "pgsocket"
+EMBEDDED_DATA_DIR = layout.DATA_DIR
+EMBEDDED_SOCKET_DIR = layout.SOCKET_DIR
 EMBEDDED_PORT = 5432
 EMBEDDED_SUPERUSER = "postgres"
 

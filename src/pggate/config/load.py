@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pggate import gss_support
+from pggate import gss_support, layout
 from pggate.config.files import FileSource
 from pggate.config.lexer import ConfEntry, read_config
 from pggate.config.model import Config
@@ -29,7 +29,7 @@ from pggate.config.settings import (
 from pggate.conninfo import backend_address
 from pggate.errors import ConfigError
 
-CONFIG_FILE_NAME = "pggate.conf"
+CONFIG_FILE_NAME = layout.CONF_FILE
 
 
 def _check_backend(value: Value) -> None:

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pggate import layout
 from pggate.errors import PggateError
 from pggate.tls.x509names import name_hash as name_hash
 from pggate.tls.x509names import oneline as oneline
@@ -42,11 +43,11 @@ KeyType = Literal["ec", "rsa"]
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 RSA_SIZES = (2048, 3072, 4096)
 
-ROOT_CERT = "root.crt"
-ROOT_KEY = "root.key"
-ROOT_CRL = "root.crl"
-SERVER_CERT = "server.crt"
-SERVER_KEY = "server.key"
+ROOT_CERT = layout.ROOT_CERT
+ROOT_KEY = layout.ROOT_KEY
+ROOT_CRL = layout.ROOT_CRL
+SERVER_CERT = layout.SERVER_CERT
+SERVER_KEY = layout.SERVER_KEY
 
 CA_DAYS = 3650
 LEAF_DAYS = 825  # the longest lifetime Apple and browsers accept for a TLS server certificate
