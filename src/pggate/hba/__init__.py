@@ -9,7 +9,8 @@ from pggate.hba.address import AddressKind, AddressSpec
 from pggate.hba.ident import IdentLine, IdentMaps, load_ident
 from pggate.hba.match import ConnectionFacts, rejection_message
 from pggate.hba.methods import AuthMethod, ConnType
-from pggate.hba.rules import HbaPolicy, HbaRule, load_hba, parse_hba_line
+from pggate.hba.rule import HbaRule
+from pggate.hba.rules import HbaPolicy, load_hba, parse_hba_line
 from pggate.hba.tokens import AuthFileError, AuthLine, AuthToken, tokenize_auth_file
 
 __all__ = [

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface
-from typing import TYPE_CHECKING
 
 from pggate.hba.address import AddressKind, AddressSpec, IPAddress, in_range
 from pggate.hba.methods import AuthMethod, ConnType
 from pggate.hba.names import Replication, database_matches, role_matches
+from pggate.hba.rule import HbaRule
 from pggate.pgtext import ascii_lower
-
-if TYPE_CHECKING:
-    from pggate.hba.rules import HbaRule
 
 
 @dataclass(frozen=True, slots=True)
