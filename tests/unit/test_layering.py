@@ -1,4 +1,4 @@
-"""The sans-IO layers never import I/O, clocks or processes (design.md, Layout)."""
+"""The sans-IO layers never import I/O, clocks or processes (architecture.md, Layers)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "pggate"
-SANS_IO = ("proto", "hba", "auth", "transport")
+SANS_IO = ("proto", "hba", "auth", "transport", "login")
 FORBIDDEN = frozenset({"asyncio", "socket", "selectors", "time", "subprocess", "os"})
 
 
@@ -37,6 +37,14 @@ MODULES = sorted(p for package in SANS_IO for p in (SRC / package).rglob("*.py")
 def test_sans_io_module_imports(module: Path) -> None:
     label = str(module.relative_to(SRC))
     assert forbidden_imports(module.read_text(encoding="utf-8"), label) == []
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda p: str(p.relative_to(SRC)))
+def test_sans_io_module_does_not_reach_up_into_the_server(module: Path) -> None:
+    tree = ast.parse(module.read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {name for name in imported if name.startswith("pggate.server")}
 
 
 def test_every_sans_io_package_is_checked() -> None:

@@ -61,6 +61,7 @@ from pggate.login import (
     ConnectBackend,
     Event,
     FetchSecret,
+    GssExchangeFailed,
     GssExchangeReady,
     HostNameChecked,
     Level,
@@ -93,7 +94,7 @@ from pggate.proto import codec, codes
 from pggate.proto.backend import LoginComplete
 from pggate.proto.messages import StartupMessage
 from pggate.statetable import IllegalMove
-from pggate.transport import ChannelError, ChannelInfo
+from pggate.transport import ChannelError, ChannelInfo, GssError
 from pggate.transport.channel import ChannelKind
 
 HBA = "/etc/pg/pg_hba.conf"
@@ -627,6 +628,16 @@ def test_gss_exchange_failure_sends_its_token_first() -> None:
         << SendToClient(token)
         << fatal("28000", error.message, "no\n" + line(text))
     )
+
+
+def test_gss_keytab_without_keys_fails_the_method_before_asking() -> None:
+    text = "host all all 0.0.0.0/0 gss\n"
+    m = machine(text)
+    pb = started(m) >> Admission(False, 0) << TakeSlot() << StartGssAuth("alice", False)
+    error = GssError("could not accept GSSAPI security context", detail="No key table entry")
+    detail = "accepting GSS security context failed: No key table entry\n" + line(text)
+    message = 'GSSAPI authentication failed for user "alice"'
+    assert pb >> GssExchangeFailed(error) << fatal("28000", message, detail)
 
 
 def test_gss_encrypted_connection_needs_no_exchange() -> None:

@@ -119,9 +119,9 @@ class GssExchangeReady:
 
 @dataclass(frozen=True, slots=True)
 class GssExchangeFailed:
-    """No acceptor credentials: the method's failure, with the reason as its log detail."""
+    """No acceptor credentials for the keytab (GSSAPI's error); the machine fails the method."""
 
-    error: ClientError
+    error: ChannelError
 
 
 @dataclass(frozen=True, slots=True)

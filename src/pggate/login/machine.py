@@ -35,17 +35,17 @@ import enum
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Final
 
 from pggate.auth import cert, password, verifiers
 from pggate.errors import ClientError, ProtocolViolation, SilentClose
 from pggate.login import commands as cmd
 from pggate.login import events as ev
+from pggate.login import facts
 from pggate.proto import codec, codes
 from pggate.proto import negotiate as neg
 from pggate.proto.backend import BackendLogin, LoginComplete, LoginFailed
 from pggate.proto.messages import StartupMessage
-from pggate.server import facts
 from pggate.statetable import look_up
 from pggate.transport.channel import ChannelError, ChannelInfo
 
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
     from pggate.config.model import Config
     from pggate.conninfo import BackendAddress
     from pggate.hba import HbaPolicy, HbaRule, IdentMaps
-    from pggate.server.authflow import AuthResult as SessionAuthResult
 
 PASSWORD_METHODS: Final = frozenset({"password", "md5", "scram-sha-256"})
 IMPLEMENTED_METHODS: Final = frozenset({"trust", "cert", "gss"}) | PASSWORD_METHODS
@@ -98,6 +97,23 @@ def backend_unavailable(detail: str) -> ClientError:
         codes.SQLSTATE_CONNECTION_FAILURE,
         "could not connect to the backend server",
         log_detail=detail,
+    )
+
+
+def backend_login(
+    backend: BackendAddress,
+    user: str,
+    parameters: Mapping[str, str],
+    scram_keys: tuple[bytes, bytes] | None = None,
+) -> BackendLogin:
+    """pggate logging in to ``backend`` as ``user``. The conninfo's password is pggate's own
+    role's, used only for that role; ``scram_keys`` (from the client's SCRAM login) answer a
+    backend that asks for SCRAM."""
+    return BackendLogin(
+        user=user,
+        parameters=parameters,
+        password=backend.password if user == backend.user else None,
+        scram_keys=scram_keys,
     )
 
 
@@ -695,7 +711,13 @@ class LoginMachine:
 
     def _gss_ready(self, event: ev.GssExchangeReady | ev.GssExchangeFailed) -> None:
         if isinstance(event, ev.GssExchangeFailed):
-            raise event.error
+            # A keytab GSSAPI cannot use fails the method with the text and log DETAIL its
+            # first accept would produce, before AuthenticationGSS is sent.
+            raise cert.method_failure(
+                "gss",
+                self._startup().user,
+                log_detail=f"accepting GSS security context failed: {event.error.detail}",
+            )
         self._gss_exchange = event.exchange
         self._emit(cmd.SendToClient(event.exchange.start()))
         self._gss_messages()
@@ -777,13 +799,7 @@ class LoginMachine:
         if isinstance(event, ev.BackendConnected):
             startup = self._startup()
             backend = self.backend
-            # The conninfo's password is pggate's own role's, used only for that role.
-            login = BackendLogin(
-                user=startup.user,
-                parameters=startup.params,
-                password=backend.password if startup.user == backend.user else None,
-                scram_keys=self.auth.scram_keys,
-            )
+            login = backend_login(backend, startup.user, startup.params, self.auth.scram_keys)
             self._backend_login = login
             self._emit(cmd.SetTimeout(backend.connect_timeout), cmd.SendToBackend(login.startup()))
             return
@@ -835,9 +851,7 @@ class LoginMachine:
             + login.leftover
         )
         if "authorization" in self.config.log_connections:
-            # server/facts.py types this with the session's AuthResult, which this one
-            # replaces once the session runs on the machine; it reads only the gss_* fields.
-            suffix = facts.authorized_suffix(self._info, cast("SessionAuthResult", self.auth))
+            suffix = facts.authorized_suffix(self._info, self.auth)
             self._log(
                 f"connection authorized: user={startup.user} database={startup.database} "
                 f"application_name={startup.application_name or ''}{suffix}"
@@ -874,6 +888,7 @@ __all__ = [
     "Input",
     "LoginMachine",
     "State",
+    "backend_login",
     "backend_unavailable",
     "mock_iterations",
 ]

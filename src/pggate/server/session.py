@@ -1,8 +1,10 @@
-"""One client connection from accept to relay: negotiate, startup, hba, auth, backend login.
+"""One client connection from accept to relay: the I/O shell of :class:`~pggate.login.LoginMachine`.
 
-The decisions are made by the sans-IO layers (:mod:`pggate.proto.negotiate`, :mod:`pggate.hba`,
-:mod:`pggate.proto.backend`); this module performs their I/O, owns the
-``authentication_timeout``, and hands the established session to :mod:`pggate.server.relay`.
+The machine decides everything between accept and relay (negotiation, admission, pg_hba.conf,
+authentication, the backend login, what to send and log). This module executes its commands
+(the socket, TLS and GSS handshakes on the channel, catalog and DNS look-ups, the backend
+connection, the pool, cancel keys, the one login timer) and feeds the answers back, then hands
+the established session to :mod:`pggate.server.relay`.
 """
 
 from __future__ import annotations
@@ -12,26 +14,29 @@ import ipaddress
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, NoReturn
+from collections import deque
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from pggate import logs
-from pggate.errors import ClientError, ProtocolViolation, SilentClose
-from pggate.hba import HbaRule
+from pggate import login as lm
+from pggate.errors import ClientError
+from pggate.login import State
 from pggate.proto import codec, codes
-from pggate.proto import negotiate as neg
-from pggate.proto.backend import LoginFailed
-from pggate.proto.messages import StartupMessage
-from pggate.server import authflow, catalog, facts, relay, upstream
-from pggate.server.authflow import AuthResult
+from pggate.server import authflow, catalog, relay, upstream
 from pggate.server.inbox import InboxProtocol
 from pggate.server.pool import pool_key
-from pggate.transport import PLAIN, Channel, ChannelError, TlsChannel
+from pggate.transport import PLAIN, Channel, ChannelError, GssError, TlsChannel
 
 if TYPE_CHECKING:
-    from pggate.policy import Policy, Snapshot, TlsState
+    from collections.abc import Awaitable
+
+    from pggate.policy import Snapshot
     from pggate.server.gateway import Gateway
 
 log = logging.getLogger("pggate.session")
+
+_OVER = (State.CLOSED, State.RELAYING)
 
 
 class ClientSession(InboxProtocol):
@@ -45,68 +50,60 @@ class ClientSession(InboxProtocol):
         self.snapshot: Snapshot = gateway.snapshot
         self.host = "[unknown]"
         self.port = ""
-        # What log lines call the client: its address, or with log_hostname its host name
-        # (PostgreSQL's port->remote_host).
-        self.remote_host = self.host
-        # A reverse lookup already made for log_hostname (port->remote_hostname), reused by
-        # pg_hba.conf host-name matching, which still confirms it with a forward lookup.
-        self.remote_hostname: str | None = None
+        self.machine: lm.LoginMachine | None = None
         self.counted = False
         self.task: asyncio.Task[None] | None = None
         self.channel: Channel = PLAIN
-        self.auth = AuthResult()
         self.started = time.monotonic()
-        self.startup: StartupMessage | None = None
-        # Decrypted (or plain) bytes received but not yet consumed by the current phase.
-        self.plain = bytearray()
+        self.deadline: float | None = None  # loop time of the machine's one timer
+        self.backend: asyncio.Transport | None = None
+        self.backend_inbox: InboxProtocol | None = None
+        self.backend_created: float | None = None  # a pooled backend's first login
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.host, self.port = str(peer[0]), str(peer[1])
-            self.remote_host = self.host
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        policy = self.snapshot.policy
+        self.machine = lm.LoginMachine(
+            policy.config,
+            policy.hba,
+            policy.ident,
+            policy.backend,
+            host=self.host,
+            port=self.port,
+            ssl_enabled=self.snapshot.tls.context is not None,
+            gss_enabled=self.snapshot.gss.enabled,
+            local_interfaces=self.gateway.local_interfaces,
+        )
         self.task = asyncio.get_running_loop().create_task(self._run())
         self.gateway.handshaking.add(self)
 
+    @property
+    def remote_host(self) -> str:
+        """What log lines call the client: its address, or with log_hostname its host name."""
+        return self.machine.remote_host if self.machine is not None else self.host
+
     async def _run(self) -> None:
-        snapshot = self.snapshot
-        policy = snapshot.policy
+        machine = self.machine
+        assert machine is not None
         try:
-            if policy.config.log_hostname:
-                await self._resolve_remote_host(policy.config.authentication_timeout)
-            if "receipt" in policy.config.log_connections:
-                log.info("connection received: host=%s port=%s", self.remote_host, self.port)
-            try:
-                async with asyncio.timeout(policy.config.authentication_timeout):
-                    startup, protocol = await self._negotiate()
-                    if startup is None:
-                        return
-                    self.startup = startup
-                    self._admit()
-                    rule = await self._check_hba(policy, startup)
-                    self.auth = await authflow.authenticate(
-                        self, snapshot, rule, startup, mock_nonce=self.gateway.mock_nonce
-                    )
-            except TimeoutError:
-                # PostgreSQL's StartupPacketTimeoutHandler: exit without a word.
-                return
-            await self._open_backend(policy, startup, protocol)
-        except SilentClose as err:  # first: some protocol errors are logged, never sent
-            if str(err):
-                log.info("%s", err)
-        except ClientError as err:
-            self._fail(err)
+            await self._login(machine)
         except Exception:
             log.exception("unexpected error in client session from host=%s", self.remote_host)
-            self._fail(ClientError(codes.SQLSTATE_INTERNAL_ERROR, "internal error in pggate"))
+            error = ClientError(codes.SQLSTATE_INTERNAL_ERROR, "internal error in pggate")
+            self.send(codec.error_response(error))
+            log.log(lm.Level.FATAL, "%s", error.message)
         finally:
             self.gateway.handshaking.discard(self)
             if not self.gateway.is_relaying(self):
                 self._release()
+                if self.backend is not None:
+                    self.backend.close()
                 # The channel's goodbye before the socket goes (be_tls_close: close_notify).
                 # OpenSSL 3 clients report a bare EOF as "unexpected eof while reading" (libpq
                 # 17+ waits for the close after a CancelRequest sent inside TLS, and fails on
@@ -116,198 +113,295 @@ class ClientSession(InboxProtocol):
                     self.write(goodbye)
                 self.close()
 
+    async def _login(self, machine: lm.LoginMachine) -> None:
+        """Execute the machine's commands in order; whenever it waits, read what it waits for."""
+        pending = deque(machine.feed(lm.Start()))
+        while pending or machine.state not in _OVER:
+            if pending:
+                command = pending.popleft()
+                pending.extendleft(reversed(await self._timed(self._execute(command))))
+            else:
+                pending.extend(await self._timed(self._read()))
+
+    async def _timed(self, step: Awaitable[list[lm.Command]]) -> list[lm.Command]:
+        """One step under the machine's timer; on expiry the machine hears Timeout."""
+        timer = asyncio.timeout_at(self.deadline)
+        try:
+            async with timer:
+                return await step
+        except TimeoutError:
+            if not timer.expired():
+                raise
+        return self._feed(lm.Timeout())
+
+    def _feed(self, *events: lm.Event) -> list[lm.Command]:
+        """Feed ``events`` in order, none after the machine is done (a Close or the relay)."""
+        machine = self.machine
+        assert machine is not None
+        out: list[lm.Command] = []
+        for event in events:
+            if machine.state in _OVER:
+                break
+            out += machine.feed(event)
+        return out
+
+    # --- the client ---------------------------------------------------------------------------
+
+    async def _read(self) -> list[lm.Command]:
+        """The machine waits: for the backend during its login, else for the client."""
+        machine = self.machine
+        assert machine is not None
+        if machine.state is State.BACKEND_LOGIN:
+            inbox = self.backend_inbox
+            assert inbox is not None
+            if not await inbox.wait_for_data():
+                return self._feed(lm.BackendEof())
+            return self._feed(*self._client_so_far(), lm.BackendData(inbox.take()))
+        while await self.wait_for_data():
+            event = self._decrypt(self.take())
+            if event is not None:
+                return self._feed(event)
+            if self.channel.peer_closed:
+                break
+        return self._feed(lm.ClientEof())
+
+    def _decrypt(self, raw: bytes) -> lm.ClientData | lm.ChannelFailed | None:
+        """Raw client bytes through the channel: the plaintext, a failure, or nothing yet."""
+        try:
+            data = self.channel.feed(raw)
+        except ChannelError as err:
+            return lm.ChannelFailed(err)
+        queued = self.channel.pending_output()
+        if queued:
+            self.write(queued)
+        return lm.ClientData(data) if data else None
+
+    def _client_so_far(self) -> list[lm.Event]:
+        """What the client sent while the backend logged in, read without waiting: its bytes
+        go to the backend after the greeting; a client already gone gets no relay."""
+        events: list[lm.Event] = []
+        if self.inbox:
+            event = self._decrypt(self.take())
+            if event is not None:
+                events.append(event)
+        if self.eof or self.transport is None or self.transport.is_closing():
+            events.append(lm.ClientEof())
+        return events
+
     def send(self, data: bytes) -> None:
         """Write protocol bytes to the client, through its channel."""
         self.write(self.channel.encrypt(data))
 
-    async def receive(self) -> bytes | None:
-        """The next protocol bytes from the client (decrypted); None at end of stream."""
-        if self.plain:
-            data = bytes(self.plain)
-            self.plain.clear()
-            return data
-        return await self._next_chunk()
+    # --- the commands -------------------------------------------------------------------------
 
-    async def _next_chunk(self) -> bytes | None:
-        """Read from the network (and decrypt); None at end of stream."""
-        while await self.wait_for_data():
-            channel = self.channel
+    async def _execute(self, command: lm.Command) -> list[lm.Command]:
+        """Do what ``command`` says; the machine's commands after the answer, if it has one."""
+        gateway = self.gateway
+        policy = self.snapshot.policy
+        if isinstance(command, lm.Log):
+            self._log(command)
+        elif isinstance(command, lm.SendToClient):
+            self.send(command.data)
+        elif isinstance(command, lm.WriteRaw):
+            self.write(command.data)
+        elif isinstance(command, lm.SetTimeout):
+            seconds = command.seconds
+            now = asyncio.get_running_loop().time()
+            self.deadline = None if seconds is None else now + seconds
+        elif isinstance(command, lm.LookUpRemoteHost):
+            return self._feed(await self._remote_host(policy.config.authentication_timeout))
+        elif isinstance(command, lm.StartTLS | lm.StartDirectTLS):
+            return await self._start_tls(command)
+        elif isinstance(command, lm.StartGSS):
+            return await self._start_gss()
+        elif isinstance(command, lm.Cancel):
+            await gateway.cancel(command.pid, command.key)
+        elif isinstance(command, lm.CheckAdmission):
+            return self._feed(lm.Admission(gateway.stopping, gateway.connection_count))
+        elif isinstance(command, lm.TakeSlot):
+            gateway.connection_count += 1
+            self.counted = True
+        elif isinstance(command, lm.LookUpRoles):
             try:
-                data = channel.feed(self.take())
-            except ChannelError as err:
-                self.write(err.output)
-                logs.report(log, logging.INFO, err)
-                raise SilentClose() from None
-            queued = channel.pending_output()
-            if queued:
-                self.write(queued)
-            if data:
-                return data
-            if channel.peer_closed:
-                return None
-        return None
-
-    async def read_message(self, max_length: int) -> tuple[bytes, bytes]:
-        """One typed frontend message (authentication phase). End of stream closes silently,
-        as PostgreSQL's recv_password_packet does; a bad length is a protocol violation."""
-        while True:
-            parsed, consumed = codec.read_message(self.plain, max_length=max_length)
-            if parsed is not None:
-                kind, body = parsed[0], bytes(parsed[1])
-                del self.plain[:consumed]
-                return kind, body
-            data = await self._next_chunk()
-            if data is None:
-                raise SilentClose()
-            self.plain += data
-
-    async def _negotiate(self) -> tuple[StartupMessage | None, int]:
-        """Run the pre-startup exchange until a StartupMessage (or the end of the connection)."""
-        tls = self.snapshot.tls
-        gss = self.snapshot.gss.enabled
-        trace = self.snapshot.policy.config.trace_connection_negotiation
-        ssl_enabled = tls.context is not None
-        negotiator = neg.Negotiator(ssl_enabled=ssl_enabled, gss_enabled=gss, trace=trace)
-        while True:
-            data = await self.receive()
-            events = negotiator.receive(data) if data is not None else negotiator.eof()
-            for event in events:
-                if isinstance(event, neg.Send):
-                    self.send(event.data)
-                elif isinstance(event, neg.Trace):
-                    log.info("%s", event.text)
-                elif isinstance(event, neg.Close):
-                    if event.error:
-                        self.send(event.error)
-                    if event.log:
-                        log.info("%s", event.log)
-                    return None, 0
-                elif isinstance(event, neg.Cancel):
-                    await self.gateway.cancel(event.pid, event.key)
-                    return None, 0
-                elif isinstance(event, neg.Startup):
-                    # Bytes behind the startup packet belong to the authentication phase.
-                    self.plain[:0] = event.pending
-                    if event.negotiate:
-                        self.send(event.negotiate)
-                    return event.message, event.protocol
-                elif isinstance(event, neg.StartTLS) and ssl_enabled:
-                    self.plain[:0] = await self._start_tls(tls, event.pending, direct=False)
-                    negotiator.encryption_established("ssl")
-                elif isinstance(event, neg.StartDirectTLS) and ssl_enabled:
-                    try:
-                        self.plain[:0] = await self._start_tls(tls, event.initial, direct=True)
-                    except SilentClose:
-                        if trace:
-                            log.info("%s", neg.TRACE_DIRECT_REJECTED)
-                        raise
-                    if trace:
-                        log.info("%s", neg.TRACE_DIRECT_ACCEPTED)
-                    negotiator.encryption_established("direct_ssl")
-                elif isinstance(event, neg.StartGSS) and gss:
-                    self.plain[:0] = await self._start_gss(event.pending)
-                    negotiator.encryption_established("gss")
-                else:
-                    # The negotiator accepts only what it was told is enabled.
-                    raise RuntimeError(f"unexpected negotiation event {event!r}")
-
-    async def _start_tls(self, tls: TlsState, initial: bytes, *, direct: bool) -> bytes:
-        """Run the TLS handshake; returns plaintext that arrived with it.
-
-        Bytes already received behind the request go into the TLS layer (PostgreSQL 17+
-        behaviour), never to the plaintext protocol: the CVE-2021-23214 class of attack.
-        """
-        assert tls.context is not None
-        channel = TlsChannel(tls.context, initial + self.take(), end_point_hash=tls.end_point_hash)
-        await self._establish(channel, "could not accept SSL connection: EOF detected")
-        if direct and channel.info.alpn != codes.ALPN_POSTGRESQL:
-            # PostgreSQL 17+: direct TLS requires ALPN, or a client could be fooled into
-            # talking to a different TLS service on the same port.
-            self.write(channel.close())
-            raise SilentClose(
-                "received direct SSL connection request without ALPN protocol negotiation extension"
+                roles = await catalog.role_memberships(policy.backend, command.user)
+            except ClientError as err:
+                return self._feed(lm.RoleLookupFailed(err))
+            return self._feed(lm.RolesFound(roles))
+        elif isinstance(command, lm.LookUpHostName):
+            name = await self._verified_hostname(command.address, command.reverse_name)
+            return self._feed(lm.HostNameChecked(name))
+        elif isinstance(command, lm.FetchSecret):
+            return self._feed(await self._fetch_secret(command.sql))
+        elif isinstance(command, lm.StartGssAuth):
+            return self._feed(self._gss_exchange(command))
+        elif isinstance(command, lm.ConnectBackend):
+            return await self._connect_backend(command)
+        elif isinstance(command, lm.SendToBackend):
+            assert self.backend is not None
+            self.backend.write(command.data)
+        elif isinstance(command, lm.RegisterCancelKey):
+            pid, key = gateway.cancel_keys.register(
+                command.key_length, command.backend_pid, command.backend_key, policy.backend
             )
-        self.channel = channel
-        return channel.feed(b"")
+            return self._feed(lm.CancelKeyIssued(pid, key))
+        elif isinstance(command, lm.StartRelay):
+            self._start_relay(command)
+        else:
+            if command.error:
+                self.send(command.error)
+            if command.log:
+                self._log(command.log)
+        return []
 
-    async def _start_gss(self, pending: bytes) -> bytes:
-        """Run the GSSAPI encryption handshake; returns plaintext that arrived with it.
+    def _log(self, line: lm.Log) -> None:
+        log.log(line.level, "%s", line.text, extra={"detail": line.detail, "hint": line.hint})
 
-        ``pending`` (bytes that came in with the GSSENCRequest) play the part of PostgreSQL's
-        receive buffer: ``secure_open_gssapi`` reads its tokens from the socket, never from
-        that buffer, so they are not fed to the handshake. Once the context is established,
-        ProcessStartupPacket finds them still buffered and sends FATAL 08P01 - encrypted, as
-        the channel is now active (shared/protocol.md §1.4). The injected bytes are never
-        read as protocol; a legitimate client learns of the attack through its own channel.
+    async def _remote_host(self, limit: float) -> lm.RemoteHostFound | lm.RemoteHostFailed:
+        """log_hostname: BackendInitialize's pg_getnameinfo_all without NI_NUMERICHOST.
+
+        As in PostgreSQL the look-up does not count against authentication_timeout; pggate
+        still bounds it by that time so a hanging resolver cannot hold the connection forever.
         """
+        try:
+            async with asyncio.timeout(limit):
+                name, _ = await asyncio.get_running_loop().getnameinfo(
+                    (self.host, int(self.port or 0)), socket.NI_NUMERICSERV
+                )
+        except (OSError, UnicodeError, ValueError, TimeoutError) as exc:
+            return lm.RemoteHostFailed(str(exc))
+        return lm.RemoteHostFound(name)
+
+    async def _verified_hostname(
+        self, address: ipaddress.IPv4Address | ipaddress.IPv6Address, name: str | None
+    ) -> str | None:
+        """Reverse-resolve the client and confirm with a forward look-up (hba.c check_hostname)."""
+        loop = asyncio.get_running_loop()
+        try:
+            if name is None:
+                name, _ = await loop.getnameinfo((str(address), 0), socket.NI_NAMEREQD)
+            infos = await loop.getaddrinfo(name, None)
+        except (OSError, UnicodeError):
+            return None
+        forward = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
+        return name if address in forward else None
+
+    async def _start_tls(self, command: lm.StartTLS | lm.StartDirectTLS) -> list[lm.Command]:
+        """Bytes already received behind the request go into the TLS layer (PostgreSQL 17+
+        behaviour), never to the plaintext protocol: the CVE-2021-23214 class of attack."""
+        tls = self.snapshot.tls
+        assert tls.context is not None  # the machine accepts TLS only when it is enabled
+        initial = command.pending if isinstance(command, lm.StartTLS) else command.initial
+        channel = TlsChannel(tls.context, initial + self.take(), end_point_hash=tls.end_point_hash)
+        return await self._establish(channel)
+
+    async def _start_gss(self) -> list[lm.Command]:
+        """The GSSAPI encryption handshake. Bytes that came in with the GSSENCRequest are not
+        fed to it (secure_open_gssapi reads the socket, never PostgreSQL's receive buffer):
+        the machine refuses them once the channel is up."""
         # Imported here: python-gssapi loads only once a client asks for GSS encryption.
         from pggate.transport import gss
 
         keytab = self.snapshot.gss.keytab
-        assert keytab is not None  # the negotiator accepts GSS only when it is enabled
+        assert keytab is not None  # the machine accepts GSS only when it is enabled
         try:
             credentials = gss.acceptor_credentials(keytab)
         except ChannelError as err:
-            self._channel_failed(err)
+            return self._feed(lm.ChannelFailed(err))
         channel = gss.GssChannel(
             credentials, accept_delegation=self.snapshot.policy.config.gss_accept_delegation
         )
-        await self._establish(channel, "")
-        self.channel = channel
-        if pending:
-            raise ProtocolViolation(
-                "received unencrypted data after GSSAPI encryption request",
-                detail="This could be either a client-software bug or evidence of an "
-                "attempted man-in-the-middle attack.",
-            )
-        return channel.feed(b"")
+        return await self._establish(channel)
 
-    async def _establish(self, channel: Channel, eof_log: str) -> None:
+    async def _establish(self, channel: Channel) -> list[lm.Command]:
         """Drive a channel's handshake: write what it says, feed it what arrives."""
         try:
             while True:
-                out, done = channel.handshake()
-                if out:
-                    self.write(out)
+                raw, done = channel.handshake()
+                if raw:
+                    self.write(raw)
                 if done:
-                    return
+                    break
                 if not await self.wait_for_data():
-                    raise SilentClose(eof_log)
+                    return self._feed(lm.ClientEof())
                 channel.feed(self.take())
         except ChannelError as err:
-            self._channel_failed(err)
+            return self._feed(lm.ChannelFailed(err))
+        self.channel = channel
+        out = self._feed(lm.ChannelEstablished(channel.info))
+        if self.machine is not None and self.machine.state not in _OVER:
+            event = self._decrypt(b"")  # plaintext that arrived with the handshake
+            if event is not None:
+                out += self._feed(event)
+        return out
 
-    def _channel_failed(self, err: ChannelError) -> NoReturn:
-        """A failed handshake: the bytes the channel still owes the peer (a TLS alert), then
-        PostgreSQL's COMMERROR (be_tls_open_server, secure_open_gssapi) and no protocol
-        message. A version mismatch gets PostgreSQL's HINT with the accepted range
-        (MIN_OPENSSL_TLS_VERSION / MAX_OPENSSL_TLS_VERSION when unset)."""
-        if err.output:
-            self.write(err.output)
-        hint = None
-        if err.protocol_hint:
-            cfg = self.snapshot.policy.config
-            hint = (
-                "This may indicate that the client does not support any SSL protocol version "
-                f"between {cfg.ssl_min_protocol_version or 'TLSv1'} and "
-                f"{cfg.ssl_max_protocol_version or 'TLSv1.3'}."
-            )
-        log.info("%s", err, extra={"detail": err.detail, "hint": hint})
-        raise SilentClose() from None
+    async def _fetch_secret(self, sql: str) -> lm.SecretFound | lm.SecretLookupFailed:
+        policy = self.snapshot.policy
+        reported: Mapping[str, str] = {}
+        try:
+            rows, reported = await catalog.run_query_reporting(policy.backend, sql)
+        except UnicodeEncodeError:
+            rows = []  # a name the backend cannot hold is a role that does not exist
+        except ClientError as err:
+            return lm.SecretLookupFailed(err)
+        nonce = await self.gateway.mock_nonce.get(policy)
+        return lm.SecretFound(rows, reported, nonce, datetime.now(UTC))
 
-    def _admit(self) -> None:
-        """Count the connection against max_connections (PostgreSQL checks after startup)."""
-        gateway = self.gateway
-        if gateway.stopping:
-            raise ClientError(
-                codes.SQLSTATE_CANNOT_CONNECT_NOW, "the database system is shutting down"
+    def _gss_exchange(self, command: lm.StartGssAuth) -> lm.GssExchangeReady | lm.GssExchangeFailed:
+        # Imported here: python-gssapi loads only when a pg_hba.conf line asks for gss.
+        from pggate.auth import gss as gss_auth
+
+        try:
+            credentials = authflow.acceptor(self.snapshot.gss)
+        except GssError as err:
+            return lm.GssExchangeFailed(err)
+        exchange = gss_auth.GssAuthExchange(
+            credentials, user=command.user, accept_delegation=command.accept_delegation
+        )
+        return lm.GssExchangeReady(exchange)
+
+    async def _connect_backend(self, command: lm.ConnectBackend) -> list[lm.Command]:
+        """A pooled backend for this role, database and parameters, or a new connection."""
+        policy = self.snapshot.policy
+        startup = command.startup
+        if policy.config.pool_mode == "session":
+            reused = self.gateway.pool.acquire(
+                pool_key(startup.user, startup.database, startup.params)
             )
-        if gateway.connection_count >= self.snapshot.policy.config.max_connections:
-            raise ClientError(
-                codes.SQLSTATE_TOO_MANY_CONNECTIONS, "sorry, too many clients already"
+            if reused is not None:
+                self.backend, self.backend_created = reused.transport, reused.created
+                return self._feed(*self._client_so_far(), lm.BackendReused(reused.login))
+        try:
+            self.backend, self.backend_inbox = await upstream.open_connection(policy.backend)
+        except OSError as exc:
+            return self._feed(lm.BackendUnreachable(str(exc)))
+        return self._feed(lm.BackendConnected())
+
+    def _start_relay(self, command: lm.StartRelay) -> None:
+        machine = self.machine
+        assert machine is not None and machine.startup is not None
+        assert self.transport is not None and self.backend is not None
+        startup = machine.startup
+        observer = None
+        if self.snapshot.policy.config.pool_mode == "session":
+            created = self.backend_created
+            observer = self.gateway.pool.watch(
+                pool_key(startup.user, startup.database, startup.params),
+                command.login,
+                time.monotonic() if created is None else created,
             )
-        gateway.connection_count += 1
-        self.counted = True
+        channel = self.channel
+        self.gateway.start_relay(
+            self,
+            self.transport,
+            self.backend,
+            channel,
+            to_client=channel.encrypt(command.to_client),
+            to_backend=command.to_backend,
+            cancel_pid=command.cancel_pid,
+            observer=observer,
+        )
+
+    # --- the end ------------------------------------------------------------------------------
 
     def _release(self) -> None:
         if self.counted:
@@ -317,7 +411,8 @@ class ClientSession(InboxProtocol):
     def finish(self) -> None:
         """The relayed session has ended: give back its slot, log it if asked."""
         self._release()
-        if self.snapshot.policy.config.log_disconnections and self.startup is not None:
+        startup = self.machine.startup if self.machine is not None else None
+        if self.snapshot.policy.config.log_disconnections and startup is not None:
             elapsed = time.monotonic() - self.started
             hours, rest = divmod(elapsed, 3600)
             minutes, seconds = divmod(rest, 60)
@@ -326,138 +421,11 @@ class ClientSession(InboxProtocol):
                 hours,
                 minutes,
                 seconds,
-                self.startup.user,
-                self.startup.database,
+                startup.user,
+                startup.database,
                 self.remote_host,
                 self.port,
             )
-
-    async def _check_hba(self, policy: Policy, startup: StartupMessage) -> HbaRule:
-        hba = policy.hba
-        address = ipaddress.ip_address(self.host.split("%")[0])
-        roles = None
-        if hba.needs_roles:
-            roles = await catalog.role_memberships(policy.backend, startup.user)
-        hostname = await self._verified_hostname(address) if hba.needs_hostname else None
-        connection = facts.connection_facts(
-            self.channel.info,
-            startup,
-            address=address,
-            hostname=hostname,
-            roles=roles,
-            local_interfaces=self.gateway.local_interfaces if hba.needs_local_interfaces else (),
-        )
-        rule = hba.find(connection)
-        if rule is None:
-            raise ClientError(
-                codes.SQLSTATE_INVALID_AUTHORIZATION, hba.describe_rejection(connection, None)
-            )
-        if rule.method == "reject":
-            raise ClientError(
-                codes.SQLSTATE_INVALID_AUTHORIZATION,
-                hba.describe_rejection(connection, rule),
-                log_detail=f'Connection matched file "{rule.file}" line {rule.line_number}: '
-                f'"{rule.raw_line}"',
-            )
-        return rule
-
-    async def _resolve_remote_host(self, limit: float) -> None:
-        """log_hostname: BackendInitialize's pg_getnameinfo_all without NI_NUMERICHOST.
-
-        As in PostgreSQL the look-up does not count against authentication_timeout; pggate
-        still bounds it by that time so a hanging resolver cannot hold the connection forever.
-        A failed look-up leaves the numeric address (PostgreSQL logs a WARNING).
-        """
-        try:
-            async with asyncio.timeout(limit):
-                name, _ = await asyncio.get_running_loop().getnameinfo(
-                    (self.host, int(self.port or 0)), socket.NI_NUMERICSERV
-                )
-        except (OSError, UnicodeError, ValueError, TimeoutError) as exc:
-            log.warning("pg_getnameinfo_all() failed: %s", exc)
-            return
-        self.remote_host = name
-        try:
-            ipaddress.ip_address(name.split("%")[0])
-        except ValueError:
-            self.remote_hostname = name  # a real name, not the address echoed back
-
-    async def _verified_hostname(
-        self, address: ipaddress.IPv4Address | ipaddress.IPv6Address
-    ) -> str | None:
-        """Reverse-resolve the client and confirm with a forward look-up (hba.c check_hostname)."""
-        loop = asyncio.get_running_loop()
-        try:
-            name = self.remote_hostname
-            if name is None:
-                name, _ = await loop.getnameinfo((str(address), 0), socket.NI_NAMEREQD)
-            infos = await loop.getaddrinfo(name, None)
-        except (OSError, UnicodeError):
-            return None
-        forward = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
-        return name if address in forward else None
-
-    async def _open_backend(self, policy: Policy, startup: StartupMessage, protocol: int) -> None:
-        gateway = self.gateway
-        key = pool_key(startup.user, startup.database, startup.params)
-        pooled = policy.config.pool_mode == "session"
-        reused = gateway.pool.acquire(key) if pooled else None
-        auth_ok = self.auth.before_ok + codec.authentication_ok()
-        if reused is not None:
-            backend, login, created = reused.transport, reused.login, reused.created
-        else:
-            session = await upstream.login(
-                policy.backend, startup.user, startup.params, scram_keys=self.auth.scram_keys
-            )
-            if isinstance(session, LoginFailed):
-                # As PostgreSQL: authentication succeeded, then InitPostgres refused.
-                self.send(auth_ok + session.error_message)
-                log.log(logs.FATAL, "%s", session.error.message)
-                return
-            backend, login, created = session.transport, session.login, time.monotonic()
-        if self.eof or self.transport is None or self.transport.is_closing():
-            backend.close()
-            return
-        key_length = (
-            codes.CANCEL_KEY_LENGTH_3_2
-            if protocol >= codes.PROTOCOL_3_2
-            else codes.CANCEL_KEY_LENGTH_3_0
-        )
-        pid, cancel_key = gateway.cancel_keys.register(
-            key_length, login.backend_pid, login.backend_key, policy.backend
-        )
-        # The burst ends with ReadyForQuery; BackendKeyData goes just before it, as in PostgreSQL.
-        burst = login.burst
-        ready = burst[-6:]
-        greeting = auth_ok + burst[:-6] + codec.backend_key_data(pid, cancel_key) + ready
-        greeting += login.leftover
-        if "authorization" in policy.config.log_connections:
-            log.info(
-                "connection authorized: user=%s database=%s application_name=%s%s",
-                startup.user,
-                startup.database,
-                startup.application_name or "",
-                facts.authorized_suffix(self.channel.info, self.auth),
-            )
-        channel = self.channel
-        pending = bytes(self.plain) + channel.feed(self.take())
-        self.plain.clear()
-        assert self.transport is not None
-        gateway.start_relay(
-            self,
-            self.transport,
-            backend,
-            channel,
-            to_client=channel.encrypt(greeting),
-            to_backend=pending,
-            cancel_pid=pid,
-            observer=gateway.pool.watch(key, login, created) if pooled else None,
-        )
-
-    def _fail(self, err: ClientError) -> None:
-        self.send(codec.error_response(err))
-        extra = {"detail": err.log_detail} if err.log_detail else None
-        log.log(logs.FATAL, "%s", err.message, extra=extra)
 
     def abort(self) -> None:
         """Stop a session that has not reached the relay (shutdown). Its task's ``finally``

@@ -1,6 +1,8 @@
-"""Backend connections: log in as the client's role, forward cancel requests, run catalog queries.
+"""Backend connections: open them, log in as pggate's own role (catalog look-ups), forward
+cancel requests.
 
-The protocol logic lives in :mod:`pggate.proto.backend`; this module only moves its bytes.
+The protocol logic lives in :mod:`pggate.proto.backend`; a client's own backend login is run by
+:class:`~pggate.login.LoginMachine`. This module only moves bytes.
 """
 
 from __future__ import annotations
@@ -12,38 +14,29 @@ from dataclasses import dataclass
 
 from pggate.conninfo import BackendAddress
 from pggate.errors import ClientError
-from pggate.proto import codec, codes
-from pggate.proto.backend import BackendLogin, LoginComplete, LoginFailed
+from pggate.login.machine import backend_login, backend_unavailable
+from pggate.proto import codec
+from pggate.proto.backend import LoginComplete, LoginFailed
 from pggate.server.inbox import InboxProtocol
 
 log = logging.getLogger("pggate.upstream")
 
 
-def backend_unavailable(reason: str) -> ClientError:
-    """What the client sees when pggate cannot reach its backend (detail goes to the log)."""
-    return ClientError(
-        codes.SQLSTATE_CONNECTION_FAILURE,
-        "could not connect to the backend server",
-        log_detail=reason,
-    )
+async def open_connection(address: BackendAddress) -> tuple[asyncio.Transport, InboxProtocol]:
+    """Open a raw connection to the backend; OSError on failure, no time limit of its own."""
+    loop = asyncio.get_running_loop()
+    if address.is_unix_socket:
+        return await loop.create_unix_connection(InboxProtocol, address.socket_path)
+    return await loop.create_connection(InboxProtocol, address.host, address.port)
 
 
 async def connect(address: BackendAddress) -> tuple[asyncio.Transport, InboxProtocol]:
     """Open a raw connection to the backend, bounded by its connect_timeout."""
-    loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(address.connect_timeout):
-            if address.is_unix_socket:
-                transport, protocol = await loop.create_unix_connection(
-                    InboxProtocol, address.socket_path
-                )
-            else:
-                transport, protocol = await loop.create_connection(
-                    InboxProtocol, address.host, address.port
-                )
+            return await open_connection(address)
     except (OSError, TimeoutError) as exc:
         raise backend_unavailable(f"{address.describe()}: {exc or 'timed out'}") from exc
-    return transport, protocol
 
 
 @dataclass(slots=True)
@@ -56,24 +49,11 @@ class BackendSession:
 
 
 async def login(
-    address: BackendAddress,
-    user: str,
-    parameters: Mapping[str, str],
-    *,
-    scram_keys: tuple[bytes, bytes] | None = None,
+    address: BackendAddress, user: str, parameters: Mapping[str, str]
 ) -> BackendSession | LoginFailed:
-    """Connect and log in as ``user``; the backend's own refusal is returned, not raised.
-
-    The backend conninfo's password is pggate's own role's, used only for that role;
-    ``scram_keys`` (from the client's SCRAM login) answer a backend that asks for SCRAM.
-    """
+    """Connect and log in as ``user``; the backend's own refusal is returned, not raised."""
     transport, protocol = await connect(address)
-    machine = BackendLogin(
-        user=user,
-        parameters=parameters,
-        password=address.password if user == address.user else None,
-        scram_keys=scram_keys,
-    )
+    machine = backend_login(address, user, parameters)
     try:
         transport.write(machine.startup())
         async with asyncio.timeout(address.connect_timeout):
@@ -114,3 +94,13 @@ async def send_cancel(address: BackendAddress, pid: int, key: bytes) -> None:
         pass
     finally:
         transport.close()
+
+
+__all__ = [
+    "BackendSession",
+    "backend_unavailable",
+    "connect",
+    "login",
+    "open_connection",
+    "send_cancel",
+]

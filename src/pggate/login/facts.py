@@ -18,7 +18,7 @@ from pggate.proto.messages import StartupMessage
 from pggate.transport import ChannelInfo
 
 if TYPE_CHECKING:
-    from pggate.server.authflow import AuthResult
+    from pggate.login.machine import AuthResult
 
 
 def connection_facts(
