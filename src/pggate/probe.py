@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pggate import policy as policy_module
 from pggate.conninfo import BackendAddress
-from pggate.errors import ClientError
+from pggate.proto.errors import ClientError
 from pggate.server import catalog
 
 # One fixed query, no client input: each column answers one of serve's needs.

@@ -26,8 +26,9 @@ from pggate.auth.gss import (
     Send,
     Success,
 )
-from pggate.errors import ProtocolViolation, SilentClose
+from pggate.errors import SilentClose
 from pggate.proto import codes
+from pggate.proto.errors import ProtocolViolation
 from pggate.statetable import IllegalMove
 from pggate.transport.gss import (
     MAX_DATA_PAYLOAD,

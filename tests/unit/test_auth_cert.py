@@ -6,8 +6,8 @@ import pytest
 from test_hba_fakes import FakeFiles
 
 from pggate.auth import cert
-from pggate.errors import ClientError
 from pggate.hba import HbaRule, IdentMaps, load_hba, load_ident
+from pggate.proto.errors import ClientError
 
 DN = "CN=ssltestuser-dn,OU=Testing,OU=Engineering,O=PGDG"
 GOOD = cert.PeerCertificate(verified=True, common_name="ssltestuser", distinguished_name=DN)

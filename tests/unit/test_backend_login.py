@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
-from pggate.errors import ClientError
 from pggate.proto import codec, codes
 from pggate.proto.backend import BackendLogin, LoginComplete, LoginFailed
+from pggate.proto.errors import ClientError
 from pggate.proto.query import QueryResult, quote_literal, role_memberships_sql
 
 

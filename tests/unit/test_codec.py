@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pggate.errors import ClientError, ProtocolViolation, SilentClose
+from pggate.errors import SilentClose
 from pggate.proto import codec, codes
+from pggate.proto.errors import ClientError, ProtocolViolation
 from pggate.proto.messages import (
     CancelRequest,
     GSSENCRequest,

@@ -9,8 +9,8 @@ import pytest
 from test_hba_fakes import FakeFiles
 
 from pggate.auth.gss import authorize_gss_principal, check_gss_principal
-from pggate.errors import ClientError
 from pggate.hba import IdentMaps, load_ident
+from pggate.proto.errors import ClientError
 
 IDENT = "/etc/pg/pg_ident.conf"
 # PostgreSQL's src/test/kerberos map, unescaped dot and all; plus a plain-name line.

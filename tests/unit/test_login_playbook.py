@@ -39,7 +39,6 @@ from pggate.auth import password
 from pggate.auth.verifiers import parse_role_secret, role_secret_sql
 from pggate.config import Config, load
 from pggate.conninfo import BackendAddress
-from pggate.errors import ClientError, ProtocolViolation
 from pggate.hba import HbaPolicy, IdentMaps, load_hba
 from pggate.login import (
     TRANSITIONS,
@@ -92,6 +91,7 @@ from pggate.login import (
 )
 from pggate.proto import codec, codes
 from pggate.proto.backend import LoginComplete
+from pggate.proto.errors import ClientError, ProtocolViolation
 from pggate.proto.messages import StartupMessage
 from pggate.statetable import IllegalMove
 from pggate.transport import ChannelError, ChannelInfo, GssError

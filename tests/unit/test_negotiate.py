@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pggate.errors import ClientError, ProtocolViolation
 from pggate.proto import codec, codes
+from pggate.proto.errors import ClientError, ProtocolViolation
 from pggate.proto.messages import StartupMessage
 from pggate.proto.negotiate import (
     TRANSITIONS,

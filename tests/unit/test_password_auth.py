@@ -37,8 +37,9 @@ from pggate.auth.password import (
     choose_exchange,
 )
 from pggate.auth.verifiers import RoleSecret
-from pggate.errors import ClientError, SilentClose
+from pggate.errors import SilentClose
 from pggate.proto import codec, codes, query
+from pggate.proto.errors import ClientError
 from pggate.statetable import IllegalMove
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pggate.errors import ClientError
 from pggate.hba import HbaRule, IdentMaps
 from pggate.proto import codes
+from pggate.proto.errors import ClientError
 
 # auth.c auth_failed(): the client-visible failure text for each method.
 _METHOD_FAILURE = {

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 
 from pggate import gss_support
 from pggate.auth.cert import method_failure
-from pggate.errors import ClientError, ProtocolViolation
 from pggate.hba import IdentMaps
 from pggate.pgtext import ascii_lower
 from pggate.proto import codec, codes
+from pggate.proto.errors import ClientError, ProtocolViolation
 from pggate.proto.messages import wire_str
 from pggate.statetable import look_up
 from pggate.transport.gss import gss_status_detail

@@ -39,8 +39,8 @@ from typing import ClassVar, Final
 from pggate.auth import verifiers
 from pggate.auth.cert import method_failure
 from pggate.auth.verifiers import PasswordType, RoleSecret, ScramSecret
-from pggate.errors import ClientError, ProtocolViolation
 from pggate.proto import codec, codes
+from pggate.proto.errors import ClientError, ProtocolViolation
 from pggate.statetable import look_up
 
 Body = bytes | bytearray | memoryview

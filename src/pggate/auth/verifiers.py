@@ -30,8 +30,8 @@ from typing import Final
 from scramp.utils import ScramException
 from scramp.utils import saslprep as _scramp_saslprep
 
-from pggate.errors import ClientError, ProtocolViolation
 from pggate.proto import codes
+from pggate.proto.errors import ClientError, ProtocolViolation
 from pggate.proto.messages import wire_bytes
 from pggate.proto.query import quote_literal
 

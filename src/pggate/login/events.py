@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from pggate.errors import ClientError
 from pggate.proto.backend import LoginComplete
+from pggate.proto.errors import ClientError
 from pggate.transport.channel import ChannelError, ChannelInfo
 
 if TYPE_CHECKING:

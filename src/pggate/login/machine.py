@@ -17,7 +17,7 @@ The shell feeds :mod:`~pggate.login.events` to :meth:`LoginMachine.feed` and exe
    reaches the client verbatim after AuthenticationOk, as PostgreSQL refuses in InitPostgres;
 7. pggate's own cancel key, ``connection authorized``, the relay.
 
-Every :class:`~pggate.errors.ClientError` or :class:`~pggate.errors.SilentClose` the inner
+Every :class:`~pggate.proto.errors.ClientError` or :class:`~pggate.errors.SilentClose` the inner
 pieces raise becomes a :class:`~pggate.login.commands.Close`: a ClientError is sent as an
 ErrorResponse and logged as FATAL with its log-only detail; a SilentClose sends nothing and
 logs its text, if any. :class:`~pggate.proto.codec.InvalidMessageLength` is both, and is the
@@ -38,13 +38,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from pggate.auth import cert, password, verifiers
-from pggate.errors import ClientError, ProtocolViolation, SilentClose
+from pggate.errors import SilentClose
 from pggate.login import commands as cmd
 from pggate.login import events as ev
 from pggate.login import facts
 from pggate.proto import codec, codes
 from pggate.proto import negotiate as neg
 from pggate.proto.backend import BackendLogin, LoginComplete, LoginFailed
+from pggate.proto.errors import ClientError, ProtocolViolation
 from pggate.proto.messages import StartupMessage
 from pggate.statetable import look_up
 from pggate.transport.channel import ChannelError, ChannelInfo

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import scramp
 
-from pggate.errors import ClientError, ProtocolViolation
 from pggate.proto import codec, codes
+from pggate.proto.errors import ClientError, ProtocolViolation
 
 # Backend messages during login are small; anything larger is a broken backend.
 MAX_LOGIN_MESSAGE_LENGTH = 1 << 20

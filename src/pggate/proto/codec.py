@@ -1,7 +1,7 @@
 """Bytes ⇄ protocol messages for the startup phase and the login exchange (sans-IO).
 
 Parsers take a buffer and return ``(result, consumed)``; ``(None, 0)`` means "need more bytes".
-A malformed packet raises :class:`~pggate.errors.ClientError` (PostgreSQL would send a FATAL)
+A malformed packet raises :class:`~pggate.proto.errors.ClientError` (PostgreSQL would send a FATAL)
 or :class:`~pggate.errors.SilentClose` (PostgreSQL logs and hangs up); nothing else escapes for
 any input. Encoders return complete messages as ``bytes``.
 
@@ -15,8 +15,9 @@ import struct
 from collections.abc import Container, Mapping, Sequence
 from typing import Final
 
-from pggate.errors import ClientError, ProtocolViolation, SilentClose
+from pggate.errors import SilentClose
 from pggate.proto import codes
+from pggate.proto.errors import ClientError, ProtocolViolation
 from pggate.proto.messages import (
     CancelRequest,
     GSSENCRequest,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from pggate.errors import ClientError
 from pggate.proto import codes
+from pggate.proto.errors import ClientError
 
 WIRE_ENCODING: Final = "utf-8"
 WIRE_ERRORS: Final = "surrogateescape"

@@ -32,8 +32,9 @@ import enum
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from pggate.errors import ClientError, ProtocolViolation, SilentClose
+from pggate.errors import SilentClose
 from pggate.proto import codec, codes
+from pggate.proto.errors import ClientError, ProtocolViolation
 from pggate.proto.messages import (
     CancelRequest,
     GSSENCRequest,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pggate.errors import ProtocolViolation
 from pggate.proto import codec
+from pggate.proto.errors import ProtocolViolation
 
 MSG_QUERY = b"Q"
 MSG_DATA_ROW = b"D"

@@ -9,7 +9,7 @@ import logging
 import secrets
 from typing import TYPE_CHECKING
 
-from pggate.errors import ClientError
+from pggate.proto.errors import ClientError
 from pggate.server import catalog
 
 if TYPE_CHECKING:

@@ -17,9 +17,9 @@ import psutil
 
 from pggate import pidfile
 from pggate.conninfo import BackendAddress
-from pggate.errors import ClientError
 from pggate.policy import Snapshot
 from pggate.proto import codec
+from pggate.proto.errors import ClientError
 from pggate.server import catalog, pool, relay, upstream, workers
 from pggate.server.authflow import MockNonce
 from pggate.server.session import ClientSession

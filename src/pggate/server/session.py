@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from pggate import login as lm
-from pggate.errors import ClientError
 from pggate.login import State
 from pggate.proto import codec, codes
+from pggate.proto.errors import ClientError
 from pggate.server import authflow, catalog, relay, upstream
 from pggate.server.inbox import InboxProtocol
 from pggate.server.pool import pool_key

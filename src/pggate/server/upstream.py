@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pggate.conninfo import BackendAddress
-from pggate.errors import ClientError
 from pggate.login.machine import backend_login, backend_unavailable
 from pggate.proto import codec
 from pggate.proto.backend import LoginComplete, LoginFailed
+from pggate.proto.errors import ClientError
 from pggate.server.inbox import InboxProtocol
 
 log = logging.getLogger("pggate.upstream")
