@@ -19,8 +19,8 @@ from pggate.config.settings import (
     lookup,
     parse_bool,
     parse_value,
-    split_identifier_string,
 )
+from pggate.pgtext import split_identifier_string
 
 _PYTHON_TYPES = {
     "bool": bool,
@@ -323,6 +323,13 @@ def test_log_connections_errors(text: str, detail: str) -> None:
 )
 def test_split_identifier_string(text: str, expected: list[str] | None) -> None:
     assert split_identifier_string(text) == expected
+
+
+def test_split_guc_list_keeps_case() -> None:
+    """SplitGUCList: the same syntax as SplitIdentifierString, names not downcased."""
+    assert split_identifier_string(' A , "B""c" ', downcase=False) == ["A", 'B"c']
+    assert split_identifier_string(' A , "B""c" ') == ["a", 'B"c']
+    assert split_identifier_string("a,,b", downcase=False) is None
 
 
 def test_string_settings_take_any_text() -> None:

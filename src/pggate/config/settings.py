@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pggate.errors import ConfigError
-from pggate.pgtext import ascii_lower
+from pggate.pgtext import ascii_lower, split_identifier_string
 
 Kind = Literal["bool", "int", "real", "string", "enum", "list"]
 Context = Literal["postmaster", "sighup"]
@@ -369,53 +369,6 @@ def _parse_enum(setting: Setting, text: str) -> str:
     raise _invalid(setting, text, hint=f"Available values: {available}.")
 
 
-_SCANNER_SPACE = " \t\n\r\f\v"
-
-
-def split_identifier_string(text: str, separator: str = ",") -> list[str] | None:
-    """PostgreSQL's SplitIdentifierString: separator-separated identifiers, optionally
-    double-quoted ("" is a quote inside); unquoted ones are downcased. None on bad syntax."""
-    names: list[str] = []
-    pos, end = 0, len(text)
-
-    def skip_space(i: int) -> int:
-        while i < end and text[i] in _SCANNER_SPACE:
-            i += 1
-        return i
-
-    pos = skip_space(pos)
-    if pos == end:
-        return names  # an empty string is an empty list
-    while True:
-        if text[pos] == '"':
-            parts, pos = [], pos + 1
-            while True:
-                close = text.find('"', pos)
-                if close < 0:
-                    return None  # mismatched quotes
-                parts.append(text[pos:close])
-                pos = close + 1
-                if not text.startswith('"', pos):
-                    break
-                parts.append('"')
-                pos += 1
-            name = "".join(parts)
-        else:
-            start = pos
-            while pos < end and text[pos] != separator and text[pos] not in _SCANNER_SPACE:
-                pos += 1
-            if pos == start:
-                return None  # empty unquoted name
-            name = ascii_lower(text[start:pos])
-        names.append(name)
-        pos = skip_space(pos)
-        if pos == end:
-            return names
-        if text[pos] != separator:
-            return None
-        pos = skip_space(pos + 1)
-        if pos == end:
-            return None  # a trailing separator promises another name
 
 
 def _parse_list(setting: Setting, text: str) -> frozenset[str]:

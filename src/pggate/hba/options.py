@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from pggate.errors import ConfigError
 from pggate.hba.methods import AuthMethod, ConnType
+from pggate.pgtext import split_identifier_string
 
 M = AuthMethod
 _LDAP = frozenset({M.LDAP})
@@ -231,61 +232,11 @@ def _split_host_port(hostport: str) -> tuple[str, str]:
     return (host, port) if colon else (hostport, "")
 
 
-def split_guc_list(value: str) -> list[str] | None:
-    """``varlena.c:SplitGUCList`` with ``,``: trimmed, optionally double-quoted elements.
-
-    None on a syntax error (an empty unquoted element, an unterminated quote, junk).
-    """
-    items: list[str] = []
-    pos = 0
-    end = len(value)
-
-    def skip_space(p: int) -> int:
-        while p < end and value[p] in " \t\n\r\f\v":
-            p += 1
-        return p
-
-    pos = skip_space(pos)
-    if pos == end:
-        return items
-    while True:
-        if value[pos] == '"':
-            chunk: list[str] = []
-            pos += 1
-            while True:
-                close = value.find('"', pos)
-                if close < 0:
-                    return None
-                chunk.append(value[pos:close])
-                if value[close + 1 : close + 2] == '"':
-                    chunk.append('"')
-                    pos = close + 2
-                    continue
-                pos = close + 1
-                break
-            items.append("".join(chunk))
-        else:
-            start = pos
-            while pos < end and value[pos] != "," and value[pos] not in " \t\n\r\f\v":
-                pos += 1
-            if pos == start:
-                return None
-            items.append(value[start:pos])
-        pos = skip_space(pos)
-        if pos == end:
-            return items
-        if value[pos] != ",":
-            return None
-        pos = skip_space(pos + 1)
-        if pos == end:
-            return None
-
-
 def _list_check(noun: str) -> Callable[[OptionState, str], None]:
     """RADIUS list options: each a GUC-style list; ports must be non-zero numbers."""
 
     def check(state: OptionState, value: str) -> None:
-        items = split_guc_list(value)
+        items = split_identifier_string(value, downcase=False)  # SplitGUCList
         if items is None:
             raise state.error(f'could not parse RADIUS {noun} list "{value}"')
         if noun == "port" and any(c_atoi(item) == 0 for item in items):
