@@ -4,77 +4,27 @@ sessions."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ipaddress
 import logging
 import os
-import secrets
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import psutil
 
 from pggate import pidfile
-from pggate.conninfo import BackendAddress
 from pggate.policy import Snapshot
 from pggate.proto import codec
 from pggate.proto.errors import ClientError
 from pggate.server import catalog, pool, relay, upstream, workers
 from pggate.server.authflow import MockNonce
+from pggate.server.cancel_keys import CancelKeys
 from pggate.server.session import ClientSession
 from pggate.transport import Channel
 
 log = logging.getLogger("pggate.gateway")
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-
-
-@dataclass(frozen=True, slots=True)
-class CancelTarget:
-    key: bytes
-    backend_pid: int
-    backend_key: bytes
-    backend: BackendAddress
-
-
-@dataclass(slots=True)
-class CancelKeys:
-    """pggate's own (pid, key) pairs handed to clients, mapped to the backend's.
-
-    Clients must cancel through pggate (the backend is not reachable to them), and a key that
-    pggate invents cannot be used to cancel another client's backend query.
-    """
-
-    worker: int = 0
-    targets: dict[int, CancelTarget] = field(default_factory=dict)
-
-    def register(
-        self, key_length: int, backend_pid: int, backend_key: bytes, backend: BackendAddress
-    ) -> tuple[int, bytes]:
-        # The low bits name the worker process that owns the session (see workers.py).
-        random_bits = 31 - workers.WORKER_BITS
-        while True:
-            pid = (secrets.randbelow(2**random_bits - 1) + 1) << workers.WORKER_BITS
-            pid |= self.worker
-            if pid not in self.targets:
-                break
-        key = secrets.token_bytes(key_length)
-        self.targets[pid] = CancelTarget(key, backend_pid, backend_key, backend)
-        return pid, key
-
-    def match(self, pid: int, key: bytes) -> CancelTarget | None:
-        target = self.targets.get(pid)
-        if target is None:
-            log.info("PID %d in cancel request did not match any process", pid)
-            return None
-        if len(key) != len(target.key) or not hmac.compare_digest(key, target.key):
-            log.info("wrong key in cancel request for process %d", pid)
-            return None
-        return target
-
-    def forget(self, pid: int) -> None:
-        self.targets.pop(pid, None)
 
 
 def local_interfaces() -> tuple[Interface, ...]:

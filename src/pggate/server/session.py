@@ -17,32 +17,63 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pggate import login as lm
 from pggate.login import State
 from pggate.proto import codec, codes
 from pggate.proto.errors import ClientError
 from pggate.server import authflow, catalog, relay, upstream
+from pggate.server.cancel_keys import CancelKeys
 from pggate.server.inbox import InboxProtocol
-from pggate.server.pool import pool_key
+from pggate.server.pool import BackendPool, pool_key
 from pggate.transport import PLAIN, Channel, ChannelError, GssError, TlsChannel
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
     from pggate.policy import Snapshot
-    from pggate.server.gateway import Gateway
 
 log = logging.getLogger("pggate.session")
 
 _OVER = (State.CLOSED, State.RELAYING)
 
 
+class SessionHost(Protocol):
+    """What a session needs from the gateway that accepted it (server.gateway.Gateway), so
+    that this module does not import the gateway, which creates sessions."""
+
+    snapshot: Snapshot
+    stopping: bool
+    connection_count: int
+    handshaking: set[ClientSession]
+    local_interfaces: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]
+    mock_nonce: authflow.MockNonce
+    pool: BackendPool
+    cancel_keys: CancelKeys
+
+    async def cancel(self, pid: int, key: bytes) -> None: ...
+
+    def is_relaying(self, session: ClientSession) -> bool: ...
+
+    def start_relay(
+        self,
+        session: ClientSession,
+        client: asyncio.Transport,
+        backend: asyncio.Transport,
+        channel: Channel,
+        *,
+        to_client: bytes,
+        to_backend: bytes,
+        cancel_pid: int,
+        observer: relay.Observer | None = None,
+    ) -> None: ...
+
+
 class ClientSession(InboxProtocol):
     """The pre-relay life of one client connection."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: SessionHost) -> None:
         super().__init__()
         self.gateway = gateway
         # The one snapshot this connection is served with, taken at accept: a reload never
