@@ -17,11 +17,14 @@ from pggate import embedded, layout, preflight
 from pggate import policy as policy_module
 from pggate.conninfo import backend_address
 from pggate.errors import ConfigError, PggateError
+from pggate.hba.methods import AuthMethod, ConnType
 from pggate.tls import certs
 
 log = logging.getLogger("pggate.initdir")
 
 CONF_FILE = layout.CONF_FILE
+# Lines on which method "password" cannot leak the password to the network.
+_ENCRYPTED_OR_LOCAL = frozenset({ConnType.HOSTSSL, ConnType.HOSTGSSENC, ConnType.LOCAL})
 
 DEFAULT_HBA = """\
 # pg_hba.conf for pggate: same syntax and meaning as PostgreSQL's.
@@ -145,10 +148,10 @@ def cleartext_warnings(directory: Path, overrides: Mapping[str, str]) -> list[st
         return []  # check() reports the problem itself
     return [
         f'{rule.file}:{rule.line_number}: method "password" sends the password in clear text '
-        'on connections this line does not require to be encrypted (use hostssl or '
+        "on connections this line does not require to be encrypted (use hostssl or "
         "hostgssenc, or scram-sha-256)"
         for rule in snapshot.hba.rules
-        if rule.method == "password" and rule.conn_type not in ("hostssl", "hostgssenc", "local")
+        if rule.method is AuthMethod.PASSWORD and rule.conn_type not in _ENCRYPTED_OR_LOCAL
     ]
 
 

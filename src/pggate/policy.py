@@ -23,7 +23,7 @@ from pggate.config import Config
 from pggate.config.files import DiskFiles
 from pggate.conninfo import BackendAddress, backend_address
 from pggate.errors import ConfigError
-from pggate.hba import HbaPolicy, IdentMaps, load_hba, load_ident
+from pggate.hba import AuthMethod, HbaPolicy, IdentMaps, load_hba, load_ident
 from pggate.hba.tokens import AuthFileError
 from pggate.tls import context as tlsconf
 
@@ -79,7 +79,7 @@ def cross_file_problems(cfg: Config, hba: HbaPolicy) -> list[ConfigError]:
             "principal; pggate does not fall back to the system keytab.",
         )
         for rule in hba.rules
-        if rule.method == "gss"
+        if rule.method is AuthMethod.GSS
     ]
 
 

@@ -38,6 +38,7 @@ from pggate.auth.password import (
 )
 from pggate.auth.verifiers import RoleSecret
 from pggate.errors import SilentClose
+from pggate.hba.methods import AuthMethod
 from pggate.proto import codec, codes, query
 from pggate.proto.errors import ClientError
 from pggate.statetable import IllegalMove
@@ -559,7 +560,7 @@ def test_choose_exchange(
     method: str, secret: RoleSecret | None, encryption: str, kind: type[Exchange]
 ) -> None:
     ex = choose_exchange(
-        method,
+        AuthMethod(method),
         "alice",
         secret,
         now=NOW,
@@ -573,14 +574,14 @@ def test_choose_exchange(
 def test_choose_exchange_refuses_other_methods_and_settings() -> None:
     kwargs = dict(now=NOW, tls_end_point_hash=None, mock_nonce=MOCK_NONCE)
     with pytest.raises(ValueError):
-        choose_exchange("trust", "alice", None, password_encryption="md5", **kwargs)  # type: ignore[arg-type]
+        choose_exchange(AuthMethod.TRUST, "alice", None, password_encryption="md5", **kwargs)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        choose_exchange("md5", "alice", None, password_encryption="on", **kwargs)  # type: ignore[arg-type]
+        choose_exchange(AuthMethod.MD5, "alice", None, password_encryption="on", **kwargs)  # type: ignore[arg-type]
 
 
 def test_scram_secret_under_md5_method_authenticates_with_scram() -> None:
     ex = choose_exchange(
-        "md5",
+        AuthMethod.MD5,
         "alice",
         SCRAM_ROLE,
         now=NOW,

@@ -12,33 +12,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pggate.hba import HbaRule, IdentMaps
+from pggate.hba.methods import PASSWORD_METHODS, AuthMethod
 from pggate.proto import codes
 from pggate.proto.errors import ClientError
 
 # auth.c auth_failed(): the client-visible failure text for each method.
-_METHOD_FAILURE = {
-    "trust": '"trust" authentication failed for user "{}"',
-    "password": 'password authentication failed for user "{}"',
-    "md5": 'password authentication failed for user "{}"',
-    "scram-sha-256": 'password authentication failed for user "{}"',
-    "gss": 'GSSAPI authentication failed for user "{}"',
-    "cert": 'certificate authentication failed for user "{}"',
-    "ident": 'Ident authentication failed for user "{}"',
-    "peer": 'Peer authentication failed for user "{}"',
-    "pam": 'PAM authentication failed for user "{}"',
-    "ldap": 'LDAP authentication failed for user "{}"',
-    "radius": 'RADIUS authentication failed for user "{}"',
-    "oauth": 'OAuth bearer authentication failed for user "{}"',
+_METHOD_FAILURE: dict[AuthMethod, str] = {
+    AuthMethod.TRUST: '"trust" authentication failed for user "{}"',
+    AuthMethod.PASSWORD: 'password authentication failed for user "{}"',
+    AuthMethod.MD5: 'password authentication failed for user "{}"',
+    AuthMethod.SCRAM_SHA_256: 'password authentication failed for user "{}"',
+    AuthMethod.GSS: 'GSSAPI authentication failed for user "{}"',
+    AuthMethod.CERT: 'certificate authentication failed for user "{}"',
+    AuthMethod.IDENT: 'Ident authentication failed for user "{}"',
+    AuthMethod.PEER: 'Peer authentication failed for user "{}"',
+    AuthMethod.PAM: 'PAM authentication failed for user "{}"',
+    AuthMethod.LDAP: 'LDAP authentication failed for user "{}"',
+    AuthMethod.RADIUS: 'RADIUS authentication failed for user "{}"',
+    AuthMethod.OAUTH: 'OAuth bearer authentication failed for user "{}"',
 }
-_PASSWORD_METHODS = frozenset({"password", "md5", "scram-sha-256"})
 
 
-def method_failure(method: str, user: str, *, log_detail: str | None = None) -> ClientError:
+def method_failure(method: AuthMethod, user: str, *, log_detail: str | None = None) -> ClientError:
     """The FATAL a failed method sends (28P01 for password methods, 28000 otherwise)."""
     text = _METHOD_FAILURE.get(method, 'authentication failed for user "{}"').format(user)
     sqlstate = (
         codes.SQLSTATE_INVALID_PASSWORD
-        if method in _PASSWORD_METHODS
+        if method in PASSWORD_METHODS
         else codes.SQLSTATE_INVALID_AUTHORIZATION
     )
     return ClientError(sqlstate, text, log_detail=log_detail)
@@ -54,7 +54,7 @@ class PeerCertificate:
 
 
 def requires_certificate(rule: HbaRule) -> bool:
-    return rule.clientcert is not None or rule.method == "cert"
+    return rule.clientcert is not None or rule.method is AuthMethod.CERT
 
 
 def check_before_auth(rule: HbaRule, peer: PeerCertificate | None, ca_loaded: bool) -> None:
@@ -83,7 +83,7 @@ def check_name(rule: HbaRule, peer: PeerCertificate, user: str, ident: IdentMaps
     Raises the method's failure (``cert``: certificate authentication failed) with the
     precise reason as log-only detail.
     """
-    if rule.method != "cert" and rule.clientcert != "verify-full":
+    if rule.method is not AuthMethod.CERT and rule.clientcert != "verify-full":
         return
     use_dn = rule.clientname == "DN"
     name = peer.distinguished_name if use_dn else peer.common_name
@@ -99,8 +99,8 @@ def check_name(rule: HbaRule, peer: PeerCertificate, user: str, ident: IdentMaps
     problem = ident.check_usermap(rule.usermap, user, name)
     if problem is None:
         return
-    if rule.method == "cert":
-        raise method_failure("cert", user, log_detail=problem)
+    if rule.method is AuthMethod.CERT:
+        raise method_failure(AuthMethod.CERT, user, log_detail=problem)
     kind = "DN" if use_dn else "CN"
     raise method_failure(
         rule.method,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pggate import gss_support
 from pggate.auth.cert import method_failure
 from pggate.hba import IdentMaps
+from pggate.hba.methods import AuthMethod
 from pggate.pgtext import ascii_lower
 from pggate.proto import codec, codes
 from pggate.proto.errors import ClientError, ProtocolViolation
@@ -39,7 +40,7 @@ if gss_support.available():
     from gssapi.raw.sec_contexts import accept_sec_context as _accept_sec_context
     from gssapi.raw.types import RequirementFlag
 
-_METHOD = "gss"
+_METHOD = AuthMethod.GSS
 
 
 # ---------------------------------------------------------------------------------------------

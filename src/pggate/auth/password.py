@@ -39,6 +39,7 @@ from typing import ClassVar, Final
 from pggate.auth import verifiers
 from pggate.auth.cert import method_failure
 from pggate.auth.verifiers import PasswordType, RoleSecret, ScramSecret
+from pggate.hba.methods import AuthMethod
 from pggate.proto import codec, codes
 from pggate.proto.errors import ClientError, ProtocolViolation
 from pggate.statetable import look_up
@@ -123,7 +124,7 @@ class Exchange(abc.ABC):
     """Common driving logic; the subclasses say what the messages mean."""
 
     TRANSITIONS: ClassVar[Table]
-    method: ClassVar[str]  # the pg_hba.conf method whose failure text this exchange sends
+    method: ClassVar[AuthMethod]  # the pg_hba.conf method whose failure text this exchange sends
 
     def __init__(self, user: str) -> None:
         self.user = user
@@ -210,7 +211,7 @@ class CleartextExchange(Exchange):
     """Method ``password`` (auth.c CheckPasswordAuth, crypt.c plain_crypt_verify)."""
 
     TRANSITIONS = PASSWORD_TRANSITIONS
-    method = "password"
+    method = AuthMethod.PASSWORD
 
     def __init__(self, user: str, secret: RoleSecret | None, *, now: datetime) -> None:
         super().__init__(user)
@@ -248,7 +249,7 @@ class Md5Exchange(Exchange):
     """
 
     TRANSITIONS = PASSWORD_TRANSITIONS
-    method = "md5"
+    method = AuthMethod.MD5
 
     def __init__(
         self,
@@ -389,7 +390,7 @@ class ScramExchange(Exchange):
     """
 
     TRANSITIONS = SCRAM_TRANSITIONS
-    method = "scram-sha-256"
+    method = AuthMethod.SCRAM_SHA_256
 
     def __init__(
         self,
@@ -455,29 +456,13 @@ class ScramExchange(Exchange):
 
     def _initial_response(self, body: bytes) -> bytes | None:
         """SASLInitialResponse: mechanism (NUL-terminated), Int32 length (-1: none), data."""
-        nul = body.find(b"\0")
-        if nul < 0:
-            raise ProtocolViolation("invalid string in message")  # pq_getmsgrawstring
-        mechanism = body[:nul]
+        mechanism, pos = codec.sasl_mechanism(body)
         # scram_init: checked before the rest of the message is read.
         if mechanism == codes.SCRAM_SHA_256_PLUS.encode() and self._cb_hash is not None:
             self._cb_in_use = True
         elif mechanism != codes.SCRAM_SHA_256.encode():
             raise ProtocolViolation("client selected an invalid SASL authentication mechanism")
-        pos = nul + 1
-        if len(body) - pos < 4:
-            raise ProtocolViolation("insufficient data left in message")  # pq_getmsgint
-        length = int.from_bytes(body[pos : pos + 4], "big", signed=True)
-        pos += 4
-        data: bytes | None = None
-        if length != -1:
-            if length < 0 or length > len(body) - pos:
-                raise ProtocolViolation("insufficient data left in message")  # pq_getmsgbytes
-            data = body[pos : pos + length]
-            pos += length
-        if pos != len(body):
-            raise ProtocolViolation("invalid message format")  # pq_getmsgend
-        return data
+        return codec.sasl_initial_data(body, pos)
 
     def _exchange(self, data: bytes) -> Outcome:
         """scram_exchange for one non-NULL input."""
@@ -611,7 +596,7 @@ class ScramExchange(Exchange):
 
 
 def choose_exchange(
-    method: str,
+    method: AuthMethod,
     user: str,
     secret: RoleSecret | None,
     *,
@@ -630,13 +615,13 @@ def choose_exchange(
     """
     if password_encryption not in (PasswordType.MD5, PasswordType.SCRAM_SHA_256):
         raise ValueError(f"invalid password_encryption: {password_encryption!r}")
-    if method == "password":
+    if method is AuthMethod.PASSWORD:
         return CleartextExchange(user, secret, now=now)
-    if method not in ("md5", "scram-sha-256"):
+    if method not in (AuthMethod.MD5, AuthMethod.SCRAM_SHA_256):
         raise ValueError(f"not a password method: {method!r}")
     shadow, _ = _usable_password(secret, user, now)
     kind = PasswordType(password_encryption) if shadow is None else verifiers.password_type(shadow)
-    if method == "md5" and kind is PasswordType.MD5:
+    if method is AuthMethod.MD5 and kind is PasswordType.MD5:
         return Md5Exchange(user, secret, now=now)
     return ScramExchange(
         user,

@@ -32,6 +32,9 @@ class AuthMethod(StrEnum):
     OAUTH = "oauth"
 
 
+# Methods whose secret is a password: their failures are 28P01 (auth.c auth_failed).
+PASSWORD_METHODS = frozenset({AuthMethod.PASSWORD, AuthMethod.MD5, AuthMethod.SCRAM_SHA_256})
+
 # Names PostgreSQL knows but a Linux build rejects with "not supported by this build"
 # (SSPI is Windows-only, BSD auth is OpenBSD-only).
 UNSUPPORTED_METHODS = frozenset({"sspi", "bsd"})

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Final
 
 from pggate.auth import cert, password, verifiers
 from pggate.errors import SilentClose
+from pggate.hba.methods import PASSWORD_METHODS, AuthMethod
 from pggate.login import commands as cmd
 from pggate.login import events as ev
 from pggate.login import facts
@@ -57,8 +58,9 @@ if TYPE_CHECKING:
     from pggate.conninfo import BackendAddress
     from pggate.hba import HbaPolicy, HbaRule, IdentMaps
 
-PASSWORD_METHODS: Final = frozenset({"password", "md5", "scram-sha-256"})
-IMPLEMENTED_METHODS: Final = frozenset({"trust", "cert", "gss"}) | PASSWORD_METHODS
+IMPLEMENTED_METHODS: Final = (
+    frozenset({AuthMethod.TRUST, AuthMethod.CERT, AuthMethod.GSS}) | PASSWORD_METHODS
+)
 # Room for the type byte's message: the largest token plus its length word.
 MAX_RESPONSE_LENGTH: Final = codes.MAX_AUTH_TOKEN_LENGTH + 4
 # ReadyForQuery is the burst's last message: type, length word, status.
@@ -592,7 +594,7 @@ class LoginMachine:
             raise ClientError(
                 codes.SQLSTATE_INVALID_AUTHORIZATION, hba.describe_rejection(connection, None)
             )
-        if rule.method == "reject":
+        if rule.method is AuthMethod.REJECT:
             raise ClientError(
                 codes.SQLSTATE_INVALID_AUTHORIZATION,
                 hba.describe_rejection(connection, rule),
@@ -608,7 +610,7 @@ class LoginMachine:
     # --- authentication (auth.c ClientAuthentication) ----------------------------------------
 
     def _authenticate(self, rule: HbaRule, user: str) -> None:
-        method = str(rule.method)
+        method = rule.method
         if method not in IMPLEMENTED_METHODS:
             raise ClientError(
                 codes.SQLSTATE_INVALID_AUTHORIZATION,
@@ -617,14 +619,14 @@ class LoginMachine:
             )
         peer = facts.peer_certificate(self._info)
         cert.check_before_auth(rule, peer, ca_loaded=bool(self.config.ssl_ca_file))
-        if method == "cert":
+        if method is AuthMethod.CERT:
             assert peer is not None  # check_before_auth demanded a verified certificate
             self._log_authenticated(f'identity="{cert.authenticated_identity(peer)}"', method)
             self._authenticated()
         elif method in PASSWORD_METHODS:
             self._move(Input.NEED_SECRET)
             self._emit(cmd.FetchSecret(user, verifiers.role_secret_sql(user)))
-        elif method == "gss":
+        elif method is AuthMethod.GSS:
             established = facts.gss_identity(self._info)
             if established is not None:
                 self._gss_authenticated(*established, b"")
@@ -635,7 +637,7 @@ class LoginMachine:
             self._log_authenticated(f'user="{user}"', method)
             self._authenticated()
 
-    def _log_authenticated(self, who: str, method: str) -> None:
+    def _log_authenticated(self, who: str, method: AuthMethod) -> None:
         if "authentication" in self.config.log_connections:
             rule = self._rule
             assert rule is not None
@@ -649,7 +651,7 @@ class LoginMachine:
         assert rule is not None
         user = self._startup().user
         exchange = password.choose_exchange(
-            str(rule.method),
+            rule.method,
             user,
             verifiers.parse_role_secret(event.rows),
             now=event.now,
@@ -715,7 +717,7 @@ class LoginMachine:
             # A keytab GSSAPI cannot use fails the method with the text and log DETAIL its
             # first accept would produce, before AuthenticationGSS is sent.
             raise cert.method_failure(
-                "gss",
+                AuthMethod.GSS,
                 self._startup().user,
                 log_detail=f"accepting GSS security context failed: {event.error.detail}",
             )
@@ -748,7 +750,7 @@ class LoginMachine:
         rule = self._rule
         assert rule is not None
         # Logged even if the map check below fails, as PostgreSQL's set_authn_id does.
-        self._log_authenticated(f'identity="{principal}"', "gss")
+        self._log_authenticated(f'identity="{principal}"', AuthMethod.GSS)
         gss_auth.authorize_gss_principal(
             principal,
             pg_user=self._startup().user,

@@ -32,6 +32,8 @@ from pggate.proto.messages import (
 Buffer = bytes | bytearray | memoryview
 
 _INT32: Final = struct.Struct("!I")
+# Every GSSAPI-encrypted packet is an Int32 length, then the token (be-secure-gssapi.c).
+GSS_PACKET_LENGTH: Final = _INT32
 _PAIR: Final = struct.Struct("!II")
 LENGTH_WORD_SIZE: Final = _INT32.size
 _NUL: Final = b"\0"
@@ -444,6 +446,37 @@ def parse_backend_key_data(body: Buffer) -> tuple[int, bytes]:
             "not allowed"
         )
     return pid, key
+
+
+def sasl_mechanism(body: Buffer) -> tuple[bytes, int]:
+    """SASLInitialResponse's mechanism name and where its data length starts.
+
+    Split from :func:`sasl_initial_data` because auth-scram.c scram_init checks the mechanism
+    before the rest of the message is read, and its error comes first.
+    """
+    data = bytes(body)
+    nul = data.find(_NUL)
+    if nul < 0:
+        raise ProtocolViolation("invalid string in message")  # pq_getmsgrawstring
+    return data[:nul], nul + 1
+
+
+def sasl_initial_data(body: Buffer, pos: int) -> bytes | None:
+    """The rest of a SASLInitialResponse: Int32 length (-1: no data), then the data."""
+    data = bytes(body)
+    if len(data) - pos < _INT32.size:
+        raise ProtocolViolation("insufficient data left in message")  # pq_getmsgint
+    length = int.from_bytes(data[pos : pos + _INT32.size], "big", signed=True)
+    pos += _INT32.size
+    initial: bytes | None = None
+    if length != -1:
+        if length < 0 or length > len(data) - pos:
+            raise ProtocolViolation("insufficient data left in message")  # pq_getmsgbytes
+        initial = data[pos : pos + length]
+        pos += length
+    if pos != len(data):
+        raise ProtocolViolation("invalid message format")  # pq_getmsgend
+    return initial
 
 
 def parse_negotiate_protocol_version(body: Buffer) -> tuple[int, list[str]]:

@@ -21,14 +21,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from pggate.proto import codec, query
+from pggate.proto import codec, codes, query
 from pggate.proto.backend import LoginComplete
 from pggate.server.inbox import InboxProtocol
 
 log = logging.getLogger("pggate.pool")
 
 PoolKey = tuple[str, str, tuple[tuple[str, str], ...]]
-IDLE_READY = codec.ready_for_query(b"I")
+IDLE_READY = codec.ready_for_query(codes.TX_IDLE)
 TERMINATE = codec.terminate()
 RESET_TIMEOUT = 10.0
 SWEEP_INTERVAL = 5.0

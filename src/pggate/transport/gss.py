@@ -30,11 +30,10 @@ deferred-error check that costs a Python call per packet).
 from __future__ import annotations
 
 import enum
-import struct
 from typing import Final
 
 from pggate import gss_support
-from pggate.proto import codes
+from pggate.proto import codec, codes
 from pggate.proto.messages import wire_str
 from pggate.transport.channel import ChannelInfo, ChannelKind
 from pggate.transport.gss_error import GssError
@@ -57,7 +56,7 @@ if gss_support.available():
 
 Buffer = bytes | bytearray | memoryview
 
-_LENGTH: Final = struct.Struct("!I")
+_LENGTH: Final = codec.GSS_PACKET_LENGTH
 _LENGTH_SIZE: Final = _LENGTH.size
 # Largest token / wrapped payload after the length word, per phase.
 MAX_HANDSHAKE_TOKEN: Final = codes.GSS_AUTH_BUFFER_SIZE - _LENGTH_SIZE  # 65532
