@@ -40,7 +40,7 @@ from pggate.auth import verifiers
 from pggate.auth.cert import method_failure
 from pggate.auth.verifiers import PasswordType, RoleSecret, ScramSecret
 from pggate.hba.methods import AuthMethod
-from pggate.proto import codec, codes
+from pggate.proto import codec, codes, password_math
 from pggate.proto.errors import ClientError, ProtocolViolation
 from pggate.statetable import look_up
 
@@ -278,7 +278,7 @@ class Md5Exchange(Exchange):
             return self._password_failure(
                 f'User "{self.user}" has a password that cannot be used with MD5 authentication.'
             )
-        expected = verifiers.md5_response(self._shadow.encode("ascii"), self.salt)
+        expected = password_math.md5_response(self._shadow.encode("ascii"), self.salt)
         if not hmac.compare_digest(response, expected):
             return self._password_failure(_no_match(self.user))
         return Success(b"")
@@ -488,16 +488,16 @@ class ScramExchange(Exchange):
             raise ProtocolViolation("invalid SCRAM response", detail="Nonce does not match.")
         auth_message = b",".join((self._first.bare, self._server_first, final.without_proof))
         # Computed even when doomed, so that an unknown role costs the same time (auth-scram.c).
-        signature = verifiers.scram_signature(self._secret.stored_key, auth_message)
-        key = bytes(a ^ b for a, b in zip(final.proof, signature, strict=True))
-        proof_ok = hmac.compare_digest(verifiers.stored_key(key), self._secret.stored_key)
+        signature = password_math.scram_signature(self._secret.stored_key, auth_message)
+        key = password_math.xor_keys(final.proof, signature)
+        proof_ok = hmac.compare_digest(password_math.stored_key(key), self._secret.stored_key)
         if not proof_ok or self.doomed:
             # PostgreSQL sends no e=invalid-proof: the failure reads like any wrong password.
             return self._password_failure(self._problem)
         self.channel_bound = self._cb_in_use
         self.client_key = key
         self.server_key = self._secret.server_key
-        verifier = verifiers.scram_signature(self._secret.server_key, auth_message)
+        verifier = password_math.scram_signature(self._secret.server_key, auth_message)
         return Success(
             codec.authentication_request(codes.AUTH_SASL_FINAL, b"v=" + base64.b64encode(verifier))
         )

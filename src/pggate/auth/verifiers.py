@@ -9,9 +9,10 @@ the one query that fetches a role's verifier (:func:`role_secret_sql`), the pars
 * ``SCRAM-SHA-256$<iterations>:<salt base64>$<StoredKey base64>:<ServerKey base64>``
 * ``md5`` + 32 lowercase hex digits (``md5(password || username)``)
 
-It also holds the SCRAM arithmetic of RFC 5802 §3 that the exchanges share, the mock secret of
-auth-scram.c ``mock_scram_secret`` and the SASLprep rule of auth-scram.c (prepare the password
-if it is valid UTF-8 without prohibited characters, otherwise use the raw bytes).
+It also holds the mock secret of auth-scram.c ``mock_scram_secret`` and the SASLprep rule of
+auth-scram.c (prepare the password if it is valid UTF-8 without prohibited characters, otherwise
+use the raw bytes). The SCRAM and MD5 arithmetic itself lives in :mod:`pggate.proto.password_math`,
+shared with pggate's own login to the backend; the names the exchanges use are re-exported here.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from scramp.utils import saslprep as _scramp_saslprep
 from pggate.proto import codes
 from pggate.proto.errors import ClientError, ProtocolViolation
 from pggate.proto.messages import wire_bytes
+from pggate.proto.password_math import pg_md5_encrypt, salted_password, server_key
 from pggate.proto.query import quote_literal
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -199,13 +201,8 @@ def password_type(secret: str) -> PasswordType:
 
 
 def md5_secret(password: bytes, user: str) -> bytes:
-    """``md5`` + hex(md5(password || username)): the stored form (crypt.c pg_md5_encrypt)."""
-    return b"md5" + hashlib.md5(password + wire_bytes(user)).hexdigest().encode()
-
-
-def md5_response(stored: bytes, salt: bytes) -> bytes:
-    """What the client must answer to AuthenticationMD5Password: md5 of the stored hex + salt."""
-    return b"md5" + hashlib.md5(stored[len(_MD5_PREFIX) :] + salt).hexdigest().encode()
+    """``md5`` + hex(md5(password || username)): the stored form (md5_common.c pg_md5_encrypt)."""
+    return pg_md5_encrypt(password, wire_bytes(user))
 
 
 def sasl_prepare(password: bytes) -> bytes:
@@ -227,32 +224,6 @@ def sasl_prepare(password: bytes) -> bytes:
     except ScramException:
         return password
     return prepared.encode("utf-8")
-
-
-def _hmac(key: bytes, message: bytes) -> bytes:
-    return hmac.new(key, message, hashlib.sha256).digest()
-
-
-def salted_password(prepared: bytes, salt: bytes, iterations: int) -> bytes:
-    """RFC 5802 Hi(): PBKDF2-HMAC-SHA-256."""
-    return hashlib.pbkdf2_hmac("sha256", prepared, salt, iterations)
-
-
-def client_key(salted: bytes) -> bytes:
-    return _hmac(salted, b"Client Key")
-
-
-def server_key(salted: bytes) -> bytes:
-    return _hmac(salted, b"Server Key")
-
-
-def stored_key(key: bytes) -> bytes:
-    return hashlib.sha256(key).digest()
-
-
-def scram_signature(key: bytes, auth_message: bytes) -> bytes:
-    """ClientSignature (key = StoredKey) or ServerSignature (key = ServerKey)."""
-    return _hmac(key, auth_message)
 
 
 def scram_verify_plain(password: bytes, secret: ScramSecret) -> bool:

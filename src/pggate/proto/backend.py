@@ -10,13 +10,15 @@ replaces with its own key (the client must cancel through pggate).
 
 A backend ErrorResponse during login is kept verbatim, so the client receives PostgreSQL's own
 message (``database "x" does not exist``, ``role "y" is not permitted to log in``...).
+
+The SCRAM and MD5 arithmetic is :mod:`pggate.proto.password_math`'s, shared with pggate's server
+side; this module only speaks the client's half of the exchanges.
 """
 
 from __future__ import annotations
 
 import base64
 import enum
-import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 
 import scramp
 
-from pggate.proto import codec, codes
+from pggate.proto import codec, codes, password_math
 from pggate.proto.errors import ClientError, ProtocolViolation
 
 # Backend messages during login are small; anything larger is a broken backend.
@@ -131,19 +133,7 @@ class BackendLogin:
     def _answer(self, request: int, payload: bytes) -> bytes:
         """Answer an authentication request from the backend."""
         if request == codes.AUTH_SASL:
-            mechanisms = [m.decode() for m in payload.split(b"\0") if m]
-            if codes.SCRAM_SHA_256 not in mechanisms:
-                raise _login_error(f"backend offered SASL mechanisms {mechanisms}")
-            if self.scram_keys is not None:
-                self._scram = ScramKeyClient(*self.scram_keys)
-            elif self.password is not None:
-                self._scram = ScramPasswordClient(self.user, self.password)
-            else:
-                raise _no_credentials(request)
-            first = self._scram.client_first()
-            return codec.password_message(
-                codes.SCRAM_SHA_256.encode() + b"\0" + len(first).to_bytes(4, "big") + first
-            )
+            return self._start_scram(request, payload)
         if request == codes.AUTH_SASL_CONTINUE and self._scram is not None:
             return codec.password_message(self._scram.client_final(payload))
         if request == codes.AUTH_SASL_FINAL and self._scram is not None:
@@ -154,10 +144,26 @@ class BackendLogin:
                 raise _no_credentials(request)
             if request == codes.AUTH_CLEARTEXT_PASSWORD:
                 return codec.password_message(self.password.encode() + b"\0")
-            inner = hashlib.md5((self.password + self.user).encode()).hexdigest()
-            outer = hashlib.md5(inner.encode() + payload[:4]).hexdigest()
-            return codec.password_message(b"md5" + outer.encode() + b"\0")
+            # fe-auth.c pg_password_sendauth: the verifier pg_authid would hold, then the answer.
+            stored = password_math.pg_md5_encrypt(self.password.encode(), self.user.encode())
+            return codec.password_message(password_math.md5_response(stored, payload[:4]) + b"\0")
         raise _login_error(f"unsupported backend authentication request {request}")
+
+    def _start_scram(self, request: int, payload: bytes) -> bytes:
+        """Choose the SASL mechanism and the SCRAM client; the SASLInitialResponse."""
+        mechanisms = [m.decode() for m in payload.split(b"\0") if m]
+        if codes.SCRAM_SHA_256 not in mechanisms:
+            raise _login_error(f"backend offered SASL mechanisms {mechanisms}")
+        if self.scram_keys is not None:
+            self._scram = ScramKeyClient(*self.scram_keys)
+        elif self.password is not None:
+            self._scram = ScramPasswordClient(self.user, self.password)
+        else:
+            raise _no_credentials(request)
+        first = self._scram.client_first()
+        return codec.password_message(
+            codes.SCRAM_SHA_256.encode() + b"\0" + len(first).to_bytes(4, "big") + first
+        )
 
 
 def _login_error(detail: str) -> ClientError:
@@ -177,7 +183,11 @@ def _no_credentials(request: int) -> ClientError:
 
 
 class ScramPasswordClient:
-    """SCRAM-SHA-256 with a password (pggate's own role, from the backend conninfo)."""
+    """SCRAM-SHA-256 with a password (pggate's own role, from the backend conninfo).
+
+    scramp runs this whole exchange, SASLprep and Hi() with the backend's iteration count
+    included; the wire format (``n=<user>``) and the errors are scramp's.
+    """
 
     def __init__(self, user: str, password: str) -> None:
         self._client = scramp.ScramClient([codes.SCRAM_SHA_256], user, password)
@@ -195,13 +205,25 @@ class ScramPasswordClient:
         self._client.set_server_final(server_final.decode())
 
 
+# The GS2 header without channel binding ("n": the client does not support it; no authzid). It
+# opens client-first and, base64-encoded, is the final message's c= (RFC 5802 section 7), which
+# with channel binding would also carry the binding data (fe-auth-scram.c
+# build_client_final_message).
+_GS2_HEADER = "n,,"
+
+
+def _server_first_attributes(server_first: bytes) -> dict[str, str]:
+    """The ``name=value`` attributes of a server-first-message (r, s, i)."""
+    return dict(item.split("=", 1) for item in server_first.decode().split(",") if "=" in item)
+
+
 class ScramKeyClient:
     """SCRAM-SHA-256 with the ClientKey/ServerKey recovered from the client's own SCRAM login.
 
     PostgreSQL 18's pass-through (libpq scram_client_key): the proof needs only ClientKey, and
     the backend's signature is checked with ServerKey, so pggate can log in as the client's
-    role to a backend holding the same SCRAM secret without ever knowing the password.
-    RFC 5802 section 3: ClientProof = ClientKey XOR HMAC(H(ClientKey), AuthMessage).
+    role to a backend holding the same SCRAM secret without ever knowing the password (nor
+    running Hi(), so the server's iteration count does not matter here).
     """
 
     def __init__(self, client_key: bytes, server_key: bytes) -> None:
@@ -212,24 +234,21 @@ class ScramKeyClient:
         self._auth_message = b""
 
     def client_first(self) -> bytes:
-        return f"n,,{self._first_bare}".encode()
+        return f"{_GS2_HEADER}{self._first_bare}".encode()
 
     def client_final(self, server_first: bytes) -> bytes:
-        attributes = dict(
-            item.split("=", 1) for item in server_first.decode().split(",") if "=" in item
-        )
-        nonce = attributes.get("r", "")
+        nonce = _server_first_attributes(server_first).get("r", "")
         if not nonce.startswith(self._nonce) or len(nonce) <= len(self._nonce):
             raise _login_error("backend SCRAM nonce does not extend ours")
-        without_proof = f"c=biws,r={nonce}"
+        channel_binding = base64.b64encode(_GS2_HEADER.encode()).decode()
+        without_proof = f"c={channel_binding},r={nonce}"
         self._auth_message = f"{self._first_bare},{server_first.decode()},{without_proof}".encode()
-        stored_key = hashlib.sha256(self._client_key).digest()
-        signature = hmac.digest(stored_key, self._auth_message, "sha256")
-        proof = bytes(a ^ b for a, b in zip(self._client_key, signature, strict=True))
+        proof = password_math.client_proof(self._client_key, self._auth_message)
         return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
 
     def verify_server_final(self, server_final: bytes) -> None:
-        expected = hmac.digest(self._server_key, self._auth_message, "sha256")
+        """fe-auth-scram.c verify_server_signature."""
+        expected = password_math.scram_signature(self._server_key, self._auth_message)
         text = server_final.decode()
         given = base64.b64decode(text[2:]) if text.startswith("v=") else b""
         if not hmac.compare_digest(expected, given):
