@@ -7,6 +7,7 @@ import datetime
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypedDict, Unpack
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -17,6 +18,8 @@ from pggate.tls.context import TlsSettings, build_server_context
 from pggate.transport.tls import TlsChannel
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+# The hashes these tests sign with (of those the x509 builders take).
+SigningHash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
 
 
 @dataclass
@@ -43,6 +46,23 @@ def cn(name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
 
 
+def signing_hash(algorithm: hashes.HashAlgorithm | None) -> SigningHash:
+    """``algorithm`` (default SHA-256) as the x509 builders' ``sign`` takes it."""
+    algorithm = algorithm or hashes.SHA256()
+    if not isinstance(algorithm, SigningHash):
+        raise TypeError(f"these tests do not sign with {algorithm.name}")
+    return algorithm
+
+
+class KeyOptions(TypedDict, total=False):
+    """How a certificate's key is made (``kind``: ec, rsa, ed25519), signed and stored."""
+
+    kind: str
+    algorithm: hashes.HashAlgorithm | None
+    pss: bool
+    passphrase: bytes | None
+
+
 class CertFactory:
     """A CA in ``directory`` issuing server and client certificates and CRLs."""
 
@@ -57,14 +77,11 @@ class CertFactory:
         *,
         ca: bool = False,
         issuer: Issued | None,
-        kind: str = "ec",
-        algorithm: hashes.HashAlgorithm | None = None,
-        pss: bool = False,
         server_names: tuple[str, ...] = (),
         client: bool = False,
-        passphrase: bytes | None = None,
+        **options: Unpack[KeyOptions],
     ) -> Issued:
-        key = new_key(kind)
+        key = new_key(options.get("kind", "ec"))
         now = datetime.datetime.now(datetime.UTC)
         builder = (
             x509.CertificateBuilder()
@@ -91,10 +108,10 @@ class CertFactory:
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False
             )
         signer = issuer.key if issuer else key
+        algorithm = signing_hash(options.get("algorithm"))
         if isinstance(signer, ed25519.Ed25519PrivateKey):
             cert = builder.sign(signer, None)
-        elif pss:
-            assert algorithm is not None
+        elif options.get("pss", False):
             cert = builder.sign(
                 signer,
                 algorithm,
@@ -103,10 +120,11 @@ class CertFactory:
                 ),
             )
         else:
-            cert = builder.sign(signer, algorithm or hashes.SHA256())  # type: ignore[arg-type]
+            cert = builder.sign(signer, algorithm)
         cert_path = self.dir / f"{stem}.crt"
         key_path = self.dir / f"{stem}.key"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        passphrase = options.get("passphrase")
         encryption: serialization.KeySerializationEncryption = (
             serialization.BestAvailableEncryption(passphrase)
             if passphrase
@@ -120,12 +138,12 @@ class CertFactory:
         key_path.chmod(0o600)
         return Issued(cert, key, cert_path, key_path)
 
-    def server(self, stem: str = "server", **kw: object) -> Issued:
-        return self._issue(cn("localhost"), stem, issuer=self.ca, server_names=("localhost",), **kw)  # type: ignore[arg-type]
+    def server(self, stem: str = "server", **kw: Unpack[KeyOptions]) -> Issued:
+        return self._issue(cn("localhost"), stem, issuer=self.ca, server_names=("localhost",), **kw)
 
-    def client(self, stem: str, subject: x509.Name | str, **kw: object) -> Issued:
+    def client(self, stem: str, subject: x509.Name | str, **kw: Unpack[KeyOptions]) -> Issued:
         name = cn(subject) if isinstance(subject, str) else subject
-        return self._issue(name, stem, issuer=self.ca, client=True, **kw)  # type: ignore[arg-type]
+        return self._issue(name, stem, issuer=self.ca, client=True, **kw)
 
     def crl(self, *revoked: Issued, stem: str = "root") -> Path:
         now = datetime.datetime.now(datetime.UTC)
@@ -142,17 +160,20 @@ class CertFactory:
                 .revocation_date(now - datetime.timedelta(minutes=1))
                 .build()
             )
-        crl = builder.sign(self.ca.key, hashes.SHA256())  # type: ignore[arg-type]
+        crl = builder.sign(self.ca.key, hashes.SHA256())
         path = self.dir / f"{stem}.crl"
         path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
         return path
 
-    def settings(self, server: Issued, **kw: object) -> TlsSettings:
+    def settings(self, server: Issued, **kw: Any) -> TlsSettings:
+        """``server``'s files and ``kw``, any other TlsSettings fields (Any: no annotation can
+        forward a dataclass's fields through **kwargs short of copying them; TlsSettings
+        checks the names at run time)."""
         return TlsSettings(
             ssl_cert_file=str(server.cert_path), ssl_key_file=str(server.key_path), **kw
-        )  # type: ignore[arg-type]
+        )
 
-    def server_context(self, server: Issued | None = None, **kw: object) -> ssl.SSLContext:
+    def server_context(self, server: Issued | None = None, **kw: Any) -> ssl.SSLContext:
         issued = server or self.server()
         return build_server_context(self.settings(issued, **kw), reloading=False, prompt=None)
 

@@ -134,6 +134,25 @@ def test_unknown_dn_attribute(ca: tuple[x509.Certificate, certs.PrivateKey]) -> 
         certs.make_client_cert(*ca, "u", dn_extra={"Org": "x"})
 
 
+def test_dn_attributes_are_openssl_short_names_made_from_text() -> None:
+    """The ``dn_extra`` keys: OpenSSL's short names of the attributes cryptography builds from
+    text (not postalAddress, a SEQUENCE, nor x500UniqueIdentifier, a BIT STRING)."""
+    known = (
+        "C, CN, DC, GN, L, O, OU, SN, ST, UID, businessCategory, dnQualifier, emailAddress, "
+        "generationQualifier, initials, jurisdictionC, jurisdictionL, jurisdictionST, "
+        "organizationIdentifier, postalCode, pseudonym, serialNumber, street, title, "
+        "unstructuredName"
+    )
+    for short in ("postalAddress", "x500UniqueIdentifier", "description"):
+        with pytest.raises(PggateError) as err:
+            certs.build_name("u", {short: "x"})
+        assert str(err.value) == f'unknown name attribute "{short}" (known: {known})'
+    with pytest.raises(PggateError, match=r'invalid C "xyz"'):
+        certs.build_name("u", {"C": "xyz"})
+    name = certs.build_name("u", {"street": "Main St 1", "jurisdictionC": "DE"})
+    assert certs.rfc2253(name) == "CN=u,jurisdictionC=DE,street=Main St 1"
+
+
 @pytest.mark.parametrize(
     ("value", "rfc2253", "oneline"),
     [

@@ -1,7 +1,7 @@
 """The ``pggate cert`` command group: the CA, server and client certificate steps of
 PostgreSQL's docs (runtime.html "Creating Certificates", libpq-ssl.html) as one command each.
 
-Thin by design: arguments become calls into :mod:`pggate.certs`; every failure is a
+Thin by design: arguments become calls into :mod:`pggate.tls.certs`; every failure is a
 :class:`PggateError` that ``cli.main`` prints, giving exit code 1.
 """
 

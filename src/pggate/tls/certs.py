@@ -6,7 +6,7 @@ on request, SHA-256 signatures, subjectAltNames for every host name and address,
 validity, key files that are never readable by anyone else, and CRLs that PostgreSQL can load as
 ``ssl_crl_file`` or, under OpenSSL's hashed names, from ``ssl_crl_dir``.
 
-Names are printed the way PostgreSQL prints them (:mod:`pggate.x509names`, re-exported here):
+Names are printed the way PostgreSQL prints them (:mod:`pggate.tls.x509names`, re-exported here):
 the RFC 2253 form of ``X509_NAME_print_ex(..., XN_FLAG_RFC2253)`` (what ``clientname=DN``
 matches in pg_ident.conf) and the ``/CN=...`` form of ``be-secure-openssl.c:X509_NAME_to_cstring``
 (its log lines).
@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -35,6 +35,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pggate import layout
 from pggate.errors import PggateError
+from pggate.tls.x509names import SHORT_NAMES
 from pggate.tls.x509names import name_hash as name_hash
 from pggate.tls.x509names import oneline as oneline
 from pggate.tls.x509names import rfc2253 as rfc2253
@@ -55,36 +56,20 @@ CRL_DAYS = 365  # OpenSSL rejects every client once a CRL's nextUpdate has passe
 # Backdate notBefore a little so a client whose clock is slightly behind accepts a fresh cert.
 CLOCK_SKEW = dt.timedelta(minutes=5)
 
-# OpenSSL's short names (obj_dat.h) for the name attributes cryptography knows: the ``dn_extra``
-# keys (printing uses x509names.SHORT_NAMES, a superset).
-ATTRIBUTE_NAMES: dict[x509.ObjectIdentifier, str] = {
-    NameOID.COMMON_NAME: "CN",
-    NameOID.SURNAME: "SN",
-    NameOID.SERIAL_NUMBER: "serialNumber",
-    NameOID.COUNTRY_NAME: "C",
-    NameOID.LOCALITY_NAME: "L",
-    NameOID.STATE_OR_PROVINCE_NAME: "ST",
-    NameOID.STREET_ADDRESS: "street",
-    NameOID.ORGANIZATION_NAME: "O",
-    NameOID.ORGANIZATIONAL_UNIT_NAME: "OU",
-    NameOID.TITLE: "title",
-    NameOID.BUSINESS_CATEGORY: "businessCategory",
-    NameOID.POSTAL_CODE: "postalCode",
-    NameOID.GIVEN_NAME: "GN",
-    NameOID.INITIALS: "initials",
-    NameOID.GENERATION_QUALIFIER: "generationQualifier",
-    NameOID.DN_QUALIFIER: "dnQualifier",
-    NameOID.PSEUDONYM: "pseudonym",
-    NameOID.ORGANIZATION_IDENTIFIER: "organizationIdentifier",
-    NameOID.DOMAIN_COMPONENT: "DC",
-    NameOID.USER_ID: "UID",
-    NameOID.EMAIL_ADDRESS: "emailAddress",
-    NameOID.JURISDICTION_COUNTRY_NAME: "jurisdictionC",
-    NameOID.JURISDICTION_STATE_OR_PROVINCE_NAME: "jurisdictionST",
-    NameOID.JURISDICTION_LOCALITY_NAME: "jurisdictionL",
-    NameOID.UNSTRUCTURED_NAME: "unstructuredName",
+# build_name's attributes (the ``dn_extra`` keys, ``pggate cert client --dn``): those of the one
+# OpenSSL short-name table (x509names.SHORT_NAMES) that cryptography knows (NameOID) and builds
+# from text, so not postalAddress (a SEQUENCE of lines) nor x500UniqueIdentifier (a BIT STRING).
+_NOT_TEXT = frozenset({"postalAddress", "x500UniqueIdentifier"})
+_NAME_OIDS = {
+    oid.dotted_string: oid
+    for oid in vars(NameOID).values()
+    if isinstance(oid, x509.ObjectIdentifier)
 }
-_OID_BY_SHORT_NAME = {short: oid for oid, short in ATTRIBUTE_NAMES.items()}
+_OID_BY_SHORT_NAME = {
+    short: _NAME_OIDS[dotted]
+    for dotted, short in SHORT_NAMES.items()
+    if dotted in _NAME_OIDS and short not in _NOT_TEXT
+}
 
 
 def utcnow() -> dt.datetime:
@@ -132,20 +117,39 @@ def build_name(
             known = ", ".join(sorted(_OID_BY_SHORT_NAME))
             raise PggateError(f'unknown name attribute "{short}" (known: {known})')
         for value in [values] if isinstance(values, str) else values:
-            attributes.append(_attribute(oid, value))
+            attributes.append(_attribute(short, oid, value))
     if common_name is not None:
-        attributes.append(_attribute(NameOID.COMMON_NAME, common_name))
+        attributes.append(_attribute("CN", NameOID.COMMON_NAME, common_name))
     return x509.Name(attributes)
 
 
-def _attribute(oid: x509.ObjectIdentifier, value: str) -> x509.NameAttribute[str]:
+def _attribute(short: str, oid: x509.ObjectIdentifier, value: str) -> x509.NameAttribute[str]:
     try:
         return x509.NameAttribute(oid, value)
     except ValueError as exc:
-        raise PggateError(f'invalid {ATTRIBUTE_NAMES[oid]} "{value}": {exc}') from exc
+        raise PggateError(f'invalid {short} "{value}": {exc}') from exc
 
 
 # --- certificates ---------------------------------------------------------------------------
+
+
+class KeyOptions(TypedDict, total=False):
+    """The keywords every ``make_*`` takes (``pggate cert``'s ``--rsa BITS`` and ``--days``):
+    unset, an ECDSA P-256 key valid ``CA_DAYS`` (a CA) or ``LEAF_DAYS`` (a leaf)."""
+
+    key_type: KeyType
+    rsa_bits: int
+    days: int
+
+
+class ServerOptions(KeyOptions, total=False):
+    """A server certificate's keywords: also its CN (unset: the first name or address)."""
+
+    common_name: str | None
+
+
+def _new_key(options: KeyOptions) -> PrivateKey:
+    return generate_key(options.get("key_type", "ec"), options.get("rsa_bits", 2048))
 
 
 def _issue(
@@ -206,48 +210,51 @@ def _authority_key_id(ca_cert: x509.Certificate, ca_key: PrivateKey) -> x509.Aut
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
-def _leaf_extensions(
-    key: PrivateKey, usage: x509.ObjectIdentifier
-) -> list[tuple[x509.ExtensionType, bool]]:
-    """CA:FALSE, the one EKU, and the key usages the key type needs (keyEncipherment: TLS 1.2
-    RSA key exchange). No keyCertSign even when self-signed: OpenSSL does not need it for a
-    self-signed anchor, and X509_STRICT rejects it on a CA:FALSE certificate."""
-    rsa_key = isinstance(key, rsa.RSAPrivateKey)
-    key_usage = x509.KeyUsage(
+def _key_usage(*, ca: bool, key_encipherment: bool = False) -> x509.KeyUsage:
+    """digitalSignature, plus keyCertSign and cRLSign for a CA, keyEncipherment on request."""
+    return x509.KeyUsage(
         digital_signature=True,
         content_commitment=False,
-        key_encipherment=rsa_key,
+        key_encipherment=key_encipherment,
         data_encipherment=False,
         key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
         encipher_only=False,
         decipher_only=False,
     )
-    return [
+
+
+def _leaf(
+    subject: x509.Name,
+    key: PrivateKey,
+    issuer: tuple[x509.Certificate, PrivateKey] | None,
+    usage: x509.ObjectIdentifier,
+    options: KeyOptions,
+    *more: tuple[x509.ExtensionType, bool],
+) -> tuple[x509.Certificate, PrivateKey]:
+    """A leaf certificate: CA:FALSE, the one EKU, ``more``, and the key usages the key type
+    needs (keyEncipherment: TLS 1.2 RSA key exchange). No keyCertSign even when self-signed:
+    OpenSSL does not need it for a self-signed anchor, and X509_STRICT rejects it on a CA:FALSE
+    certificate."""
+    key_usage = _key_usage(ca=False, key_encipherment=isinstance(key, rsa.RSAPrivateKey))
+    extensions = [
         (x509.BasicConstraints(ca=False, path_length=None), True),
         (key_usage, True),
         (x509.ExtendedKeyUsage([usage]), False),
+        *more,
     ]
+    return _issue(subject, key, issuer, options.get("days", LEAF_DAYS), extensions), key
 
 
-def make_ca(
-    common_name: str, *, key_type: KeyType = "ec", rsa_bits: int = 2048, days: int = CA_DAYS
-) -> tuple[x509.Certificate, PrivateKey]:
+def make_ca(common_name: str, **options: Unpack[KeyOptions]) -> tuple[x509.Certificate, PrivateKey]:
     """A self-signed CA that signs leaf certificates only (pathlen 0) and CRLs."""
-    key = generate_key(key_type, rsa_bits)
-    usage = x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
-    extensions = [(x509.BasicConstraints(ca=True, path_length=0), True), (usage, True)]
+    key = _new_key(options)
+    extensions = [
+        (x509.BasicConstraints(ca=True, path_length=0), True),
+        (_key_usage(ca=True), True),
+    ]
+    days = options.get("days", CA_DAYS)
     return _issue(build_name(common_name), key, None, days, extensions), key
 
 
@@ -282,18 +289,13 @@ def _server_cert(
     names: list[str],
     ips: list[str],
     issuer: tuple[x509.Certificate, PrivateKey] | None,
-    common_name: str | None,
-    key_type: KeyType,
-    rsa_bits: int,
-    days: int,
+    options: ServerOptions,
 ) -> tuple[x509.Certificate, PrivateKey]:
     alt_names = _alt_names(names, ips)  # validate before spending time on a key
-    key = generate_key(key_type, rsa_bits)
+    key = _new_key(options)
     default_cn = next((host for host in [*names, *ips] if len(host) <= 64), None)
-    subject = build_name(common_name or default_cn)
-    extensions = _leaf_extensions(key, ExtendedKeyUsageOID.SERVER_AUTH)
-    extensions.append((alt_names, False))
-    return _issue(subject, key, issuer, days, extensions), key
+    subject = build_name(options.get("common_name") or default_cn)
+    return _leaf(subject, key, issuer, ExtendedKeyUsageOID.SERVER_AUTH, options, (alt_names, False))
 
 
 def make_server_cert(
@@ -301,28 +303,18 @@ def make_server_cert(
     ca_key: PrivateKey,
     names: list[str],
     ips: list[str],
-    *,
-    common_name: str | None = None,
-    key_type: KeyType = "ec",
-    rsa_bits: int = 2048,
-    days: int = LEAF_DAYS,
+    **options: Unpack[ServerOptions],
 ) -> tuple[x509.Certificate, PrivateKey]:
     """A serverAuth certificate for DNS ``names`` and ``ips`` (libpq's verify-full checks the
     SANs and ignores CN when any DNS SAN exists); CN defaults to the first name."""
-    return _server_cert(names, ips, (ca_cert, ca_key), common_name, key_type, rsa_bits, days)
+    return _server_cert(names, ips, (ca_cert, ca_key), options)
 
 
 def make_self_signed_server_cert(
-    names: list[str],
-    ips: list[str],
-    *,
-    common_name: str | None = None,
-    key_type: KeyType = "ec",
-    rsa_bits: int = 2048,
-    days: int = LEAF_DAYS,
+    names: list[str], ips: list[str], **options: Unpack[ServerOptions]
 ) -> tuple[x509.Certificate, PrivateKey]:
     """PostgreSQL's quick recipe (a self-signed server.crt, which is its own sslrootcert)."""
-    return _server_cert(names, ips, None, common_name, key_type, rsa_bits, days)
+    return _server_cert(names, ips, None, options)
 
 
 def make_client_cert(
@@ -331,16 +323,13 @@ def make_client_cert(
     user: str,
     *,
     dn_extra: dict[str, str | list[str]] | None = None,
-    key_type: KeyType = "ec",
-    rsa_bits: int = 2048,
-    days: int = LEAF_DAYS,
+    **options: Unpack[KeyOptions],
 ) -> tuple[x509.Certificate, PrivateKey]:
     """A clientAuth certificate with CN=user (what ``cert`` authentication maps), after the
     ``dn_extra`` attributes (e.g. ``{"O": "PGDG", "OU": ["Engineering", "Testing"]}``)."""
     subject = build_name(user, dn_extra)
-    key = generate_key(key_type, rsa_bits)
-    extensions = _leaf_extensions(key, ExtendedKeyUsageOID.CLIENT_AUTH)
-    return _issue(subject, key, (ca_cert, ca_key), days, extensions), key
+    key = _new_key(options)
+    return _leaf(subject, key, (ca_cert, ca_key), ExtendedKeyUsageOID.CLIENT_AUTH, options)
 
 
 # --- CRLs -----------------------------------------------------------------------------------

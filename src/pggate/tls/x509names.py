@@ -6,9 +6,13 @@
   log lines);
 * :func:`name_hash`: ``X509_NAME_hash`` (``openssl x509 -hash``, the names in ``ssl_crl_dir``).
 
-Names are read from their DER encoding, never through decoded Python strings, so that string
-types, invalid UTF-8 and Latin-1 T61Strings print byte for byte as OpenSSL prints them. A name
-is an :class:`x509.Name` or the :data:`Rdns` parsed from DER (:func:`parse_name`, or
+Names are read from their DER encoding (:mod:`pggate.tls._der`), never through decoded Python
+strings, so that string types, invalid UTF-8 and Latin-1 T61Strings print byte for byte as
+OpenSSL prints them. Hence hand-written: cryptography's ``Name.rfc4514_string`` is not OpenSSL's
+output (UTF-8 kept, other short names, other escapes), and its ``Certificate.subject`` refuses
+values that OpenSSL accepts.
+
+A name is an :class:`x509.Name` or the :data:`Rdns` parsed from DER (:func:`parse_name`, or
 :func:`certificate_subject` straight from a certificate, as the TLS layer does after a
 handshake). Pure: no I/O.
 """
@@ -20,11 +24,17 @@ import re
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
-OID_COMMON_NAME = "2.5.4.3"
+from pggate.tls import _der
 
-# OpenSSL short names (objects.txt) for the attribute types seen in names.
-SHORT_NAMES = {
+OID_COMMON_NAME = NameOID.COMMON_NAME.dotted_string
+
+# OpenSSL's short names (objects.txt, as OBJ_nid2sn gives them) for the attribute types seen in
+# names: the tls package's one table of them (certs.build_name takes the same names). Not
+# cryptography's: its names (x509.Name.rfc4514_string) are RFC 4514's few, "STREET" not
+# "street", and dotted OIDs for the rest.
+SHORT_NAMES: dict[str, str] = {
     "2.5.4.3": "CN",
     "2.5.4.4": "SN",
     "2.5.4.5": "serialNumber",
@@ -58,13 +68,11 @@ SHORT_NAMES = {
     "1.3.6.1.4.1.311.60.2.1.3": "jurisdictionC",
 }
 
-_UTF8_STRING = 0x0C
-
 # ASN.1 string tags and how their contents become characters (crypto/asn1/a_strex.c tag2nbyte):
 # UTF8String is taken byte by byte; one-byte types are Latin-1; BMP is UCS-2, Universal UCS-4.
 # Any other tag is dumped as #hex DER.
 _STRING_CODECS: dict[int, str | None] = {
-    _UTF8_STRING: None,  # UTF8String: raw bytes
+    _der.UTF8_STRING: None,  # UTF8String: raw bytes
     0x12: "latin-1",  # NumericString
     0x13: "latin-1",  # PrintableString
     0x14: "latin-1",  # T61String
@@ -78,7 +86,7 @@ _STRING_CODECS: dict[int, str | None] = {
 
 # ASN1_MASK_CANON: the string types X509_NAME_hash canonicalises (x_name.c:asn1_string_canon);
 # the others (NumericString included) are hashed as they are encoded.
-_CANON_TAGS = frozenset({0x0C, 0x13, 0x14, 0x16, 0x1A, 0x1C, 0x1E})
+_CANON_TAGS = frozenset({_der.UTF8_STRING, 0x13, 0x14, 0x16, 0x1A, 0x1C, 0x1E})
 
 _ESC_2253 = frozenset(b',+"\\<>;')
 _OPENSSL_SPACE = rb"[ \t\n\v\f\r]"
@@ -114,55 +122,20 @@ class Attribute:
 Rdns = tuple[tuple[Attribute, ...], ...]
 
 
-def _tlv(buf: bytes, pos: int) -> tuple[int, int, int]:
-    """(tag, contents start, contents end) of the DER element at ``pos``."""
-    tag = buf[pos]
-    length = buf[pos + 1]
-    pos += 2
-    if length & 0x80:
-        n = length & 0x7F
-        length = int.from_bytes(buf[pos : pos + n], "big")
-        pos += n
-    end = pos + length
-    if end > len(buf):
-        raise ValueError("truncated DER")
-    return tag, pos, end
-
-
-def _der(tag: int, content: bytes) -> bytes:
-    size = len(content)
-    if size < 0x80:
-        return bytes([tag, size]) + content
-    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(length)]) + length + content
-
-
-def _oid(body: bytes) -> str:
-    arcs: list[int] = []
-    value = 0
-    for byte in body:
-        value = (value << 7) | (byte & 0x7F)
-        if not byte & 0x80:
-            arcs.append(value)
-            value = 0
-    first = min(arcs[0] // 40, 2)
-    return ".".join(map(str, [first, arcs[0] - 40 * first, *arcs[1:]]))
-
-
 def _rdns_at(der: bytes, pos: int, end: int) -> Rdns:
     """The RDNs of the Name whose contents are ``der[pos:end]``."""
     rdns = []
     while pos < end:
-        _, set_pos, set_end = _tlv(der, pos)  # RelativeDistinguishedName (SET)
+        _, set_pos, set_end = _der.read(der, pos)  # RelativeDistinguishedName (SET)
         attributes = []
         while set_pos < set_end:
-            _, atv_pos, atv_end = _tlv(der, set_pos)  # AttributeTypeAndValue
-            _, oid_pos, oid_end = _tlv(der, atv_pos)
-            tag, value_pos, value_end = _tlv(der, oid_end)
+            _, atv_pos, atv_end = _der.read(der, set_pos)  # AttributeTypeAndValue
+            _, oid_pos, oid_end = _der.read(der, atv_pos)
+            tag, value_pos, value_end = _der.read(der, oid_end)
             oid = der[oid_pos:oid_end]
             attributes.append(
                 Attribute(
-                    _oid(oid),
+                    _der.dotted_oid(oid),
                     oid,
                     tag,
                     der[value_pos:value_end],
@@ -177,8 +150,8 @@ def _rdns_at(der: bytes, pos: int, end: int) -> Rdns:
 
 def parse_name(der: bytes) -> Rdns:
     """The RDNs of a DER-encoded Name (malformed input raises IndexError/ValueError)."""
-    tag, pos, end = _tlv(der, 0)
-    if tag != 0x30:
+    tag, pos, end = _der.read(der, 0)
+    if tag != _der.SEQUENCE:
         raise ValueError("not a Name")
     return _rdns_at(der, pos, end)
 
@@ -186,15 +159,15 @@ def parse_name(der: bytes) -> Rdns:
 def certificate_subject(cert_der: bytes) -> Rdns:
     """The subject's RDNs, read from the certificate DER (one that OpenSSL already parsed, so
     well-formed; malformed input raises IndexError/ValueError)."""
-    _, pos, _ = _tlv(cert_der, 0)  # Certificate
-    _, pos, tbs_end = _tlv(cert_der, pos)  # TBSCertificate
-    tag, _, end = _tlv(cert_der, pos)
-    if tag == 0xA0:  # [0] version
+    _, pos, _ = _der.read(cert_der, 0)  # Certificate
+    _, pos, tbs_end = _der.read(cert_der, pos)  # TBSCertificate
+    tag, _, end = _der.read(cert_der, pos)
+    if tag == _der.CONTEXT_0:  # [0] version
         pos = end
     for _skip in range(4):  # serialNumber, signature, issuer, validity
-        pos = _tlv(cert_der, pos)[2]
-    tag, pos, name_end = _tlv(cert_der, pos)  # subject Name
-    if tag != 0x30 or name_end > tbs_end:
+        pos = _der.read(cert_der, pos)[2]
+    tag, pos, name_end = _der.read(cert_der, pos)  # subject Name
+    if tag != _der.SEQUENCE or name_end > tbs_end:
         raise ValueError("no subject")
     return _rdns_at(cert_der, pos, name_end)
 
@@ -255,27 +228,26 @@ def _canonical_value(attribute: Attribute) -> bytes:
     if attribute.tag not in _CANON_TAGS:
         return attribute.der
     data = attribute.value
-    if attribute.tag == _UTF8_STRING:  # ASN1_STRING_to_UTF8 wants valid UTF-8
+    if attribute.tag == _der.UTF8_STRING:  # ASN1_STRING_to_UTF8 wants valid UTF-8
         data = data.decode(errors="replace").encode()
     else:
         data = attribute.utf8() or b""
     data = re.sub(_OPENSSL_SPACE + b"+", b" ", data).strip(b" ")
-    return _der(_UTF8_STRING, data.lower())  # bytes.lower() touches ASCII only, as OpenSSL does
+    # bytes.lower() touches ASCII only, as OpenSSL's canonicalisation does.
+    return _der.encode(_der.UTF8_STRING, data.lower())
+
+
+def _canonical_atv(attribute: Attribute) -> bytes:
+    oid = _der.encode(_der.OBJECT_IDENTIFIER, attribute.oid_der)
+    return _der.encode(_der.SEQUENCE, oid + _canonical_value(attribute))
 
 
 def name_hash(name: x509.Name | Rdns) -> str:
     """OpenSSL's X509_NAME_hash (``openssl x509 -hash``): the first four bytes, little-endian,
-    of the SHA-1 of the name's canonical encoding (each RDN as a DER SET, no outer SEQUENCE)."""
+    of the SHA-1 of the name's canonical encoding (x_name.c:x509_name_canon: each RDN as a DER
+    SET, no outer SEQUENCE). cryptography has no such hash, hence it is done here."""
     encoding = b"".join(
-        _der(
-            0x31,
-            b"".join(
-                sorted(
-                    _der(0x30, _der(0x06, attribute.oid_der) + _canonical_value(attribute))
-                    for attribute in rdn
-                )
-            ),
-        )
+        _der.encode(_der.SET, b"".join(sorted(_canonical_atv(attribute) for attribute in rdn)))
         for rdn in _rdns(name)
     )
     digest = hashlib.sha1(encoding, usedforsecurity=False).digest()
