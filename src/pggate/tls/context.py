@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import hashes
 
 from pggate.errors import ConfigError
 from pggate.proto import codes
+from pggate.tls import _der
 from pggate.tls._libssl import (
     ALPN_SELECT,
     PASSWD_CB,
@@ -530,18 +531,10 @@ def _dh_numbers(pem: str) -> tuple[int, int, int | None]:
     label = "X9.42 DH PARAMETERS" if x942 else "DH PARAMETERS"
     body = pem.split(f"-----BEGIN {label}-----", 1)[1].split("-----END", 1)[0]
     der = base64.b64decode("".join(body.split()))
-
-    def element(pos: int) -> tuple[int, int]:  # (contents start, end) of the TLV at pos
-        length, pos = der[pos + 1], pos + 2
-        if length & 0x80:
-            n = length & 0x7F
-            length, pos = int.from_bytes(der[pos : pos + n], "big"), pos + n
-        return pos, pos + length
-
-    pos, end = element(0)  # SEQUENCE
+    _, pos, end = _der.read(der, 0)  # SEQUENCE
     ints: list[int] = []
     while pos < end and len(ints) < 3:
-        start, stop = element(pos)
+        _, start, stop = _der.read(der, pos)
         ints.append(int.from_bytes(der[start:stop], "big"))
         pos = stop
     return ints[0], ints[1], (ints[2] if x942 else None)
