@@ -143,7 +143,7 @@ def test_scram_key_login_proves_and_verifies() -> None:
 def test_scram_key_login_refuses_a_wrong_server_signature() -> None:
     with pytest.raises(ClientError) as info:
         _scram_key_login(tamper=True)
-    assert info.value.log_detail == "backend SCRAM server signature does not match"
+    assert info.value.log_detail == "incorrect server signature"
 
 
 def test_quote_literal_cannot_be_escaped() -> None:

@@ -39,7 +39,7 @@ from pggate.auth.password import (
 from pggate.auth.verifiers import RoleSecret
 from pggate.errors import SilentClose
 from pggate.hba.methods import AuthMethod
-from pggate.proto import codec, codes, query
+from pggate.proto import codec, codes, password_math, query
 from pggate.proto.errors import ClientError
 from pggate.statetable import IllegalMove
 
@@ -366,13 +366,13 @@ def test_mock_secret_is_deterministic_per_user_and_nonce() -> None:
 
 
 def test_sasl_prepare() -> None:
-    assert verifiers.sasl_prepare(b"plain\x01ascii") == b"plain\x01ascii"  # ASCII untouched
-    assert verifiers.sasl_prepare("I\u00adX".encode()) == b"IX"  # B.1: mapped to nothing
-    assert verifiers.sasl_prepare("\u2168".encode()) == b"IX"  # NFKC
-    assert verifiers.sasl_prepare(b"\xff\xfe") == b"\xff\xfe"  # not UTF-8: raw
-    assert verifiers.sasl_prepare("a\u0007\u00e9".encode()) == "a\u0007\u00e9".encode()
+    assert password_math.sasl_prepare(b"plain\x01ascii") == b"plain\x01ascii"  # ASCII untouched
+    assert password_math.sasl_prepare("I\u00adX".encode()) == b"IX"  # B.1: mapped to nothing
+    assert password_math.sasl_prepare("\u2168".encode()) == b"IX"  # NFKC
+    assert password_math.sasl_prepare(b"\xff\xfe") == b"\xff\xfe"  # not UTF-8: raw
+    assert password_math.sasl_prepare("a\u0007\u00e9".encode()) == "a\u0007\u00e9".encode()
     with pytest.raises(ClientError) as info:
-        verifiers.sasl_prepare(b"x" * 1025)
+        password_math.sasl_prepare(b"x" * 1025)
     assert (info.value.sqlstate, info.value.message) == ("54000", "password too long")
 
 

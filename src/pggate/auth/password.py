@@ -584,7 +584,7 @@ class ScramExchange(Exchange):
             attr, value = cur.any_attr()
             if attr == ord("p"):
                 break
-        proof = verifiers.b64decode_strict(value)
+        proof = password_math.b64decode_strict(value)
         if proof is None or len(proof) != codes.SCRAM_KEY_LENGTH:
             raise _malformed("Malformed proof in client-final-message.")
         if not cur.at_end():

@@ -18,7 +18,6 @@ shared with pggate's own login to the backend; the names the exchanges use are r
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 import hashlib
 import hmac
@@ -28,13 +27,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
-from scramp.utils import ScramException
-from scramp.utils import saslprep as _scramp_saslprep
-
 from pggate.proto import codes
-from pggate.proto.errors import ClientError, ProtocolViolation
+from pggate.proto.errors import ProtocolViolation
 from pggate.proto.messages import wire_bytes
-from pggate.proto.password_math import pg_md5_encrypt, salted_password, server_key
+from pggate.proto.password_math import (
+    b64decode_strict,
+    pg_md5_encrypt,
+    salted_password,
+    sasl_prepare,
+    server_key,
+)
 from pggate.proto.query import quote_literal
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -150,14 +152,6 @@ class ScramSecret:
     server_key: bytes
 
 
-def b64decode_strict(text: str | bytes) -> bytes | None:
-    """Base64 with padding and nothing else (pg_b64_decode refuses whitespace too), or None."""
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
 def parse_scram_secret(secret: str) -> ScramSecret | None:
     """auth-scram.c parse_scram_secret, or None when ``secret`` is not a SCRAM-SHA-256 verifier."""
     scheme, _, rest = secret.partition("$")
@@ -203,27 +197,6 @@ def password_type(secret: str) -> PasswordType:
 def md5_secret(password: bytes, user: str) -> bytes:
     """``md5`` + hex(md5(password || username)): the stored form (md5_common.c pg_md5_encrypt)."""
     return pg_md5_encrypt(password, wire_bytes(user))
-
-
-def sasl_prepare(password: bytes) -> bytes:
-    """auth-scram.c's SASLprep rule: the prepared password, or the raw bytes if it cannot be.
-
-    pg_saslprep refuses passwords over 1024 bytes with an ERROR, sends ASCII through unchanged,
-    and reports invalid UTF-8 or prohibited characters, in which case the raw bytes are hashed.
-    """
-    if len(password) > codes.MAX_PASSWORD_LENGTH:
-        raise ClientError(codes.SQLSTATE_PROGRAM_LIMIT_EXCEEDED, "password too long")
-    if password.isascii():
-        return password
-    try:
-        text = password.decode("utf-8")
-    except UnicodeDecodeError:
-        return password
-    try:
-        prepared: str = _scramp_saslprep(text)
-    except ScramException:
-        return password
-    return prepared.encode("utf-8")
 
 
 def scram_verify_plain(password: bytes, secret: ScramSecret) -> bool:

@@ -12,22 +12,23 @@ A backend ErrorResponse during login is kept verbatim, so the client receives Po
 message (``database "x" does not exist``, ``role "y" is not permitted to log in``...).
 
 The SCRAM and MD5 arithmetic is :mod:`pggate.proto.password_math`'s, shared with pggate's server
-side; this module only speaks the client's half of the exchanges.
+side; the SCRAM client is :mod:`pggate.proto.scram_client`. What the backend may ask for is
+libpq's to decide (fe-auth.c ``check_expected_areq``: ``require_auth`` and ``channel_binding``),
+and :class:`AuthPolicy` carries those settings; pggate adds one rule of its own: no cleartext
+password over a link that is neither TLS nor a local socket unless ``require_auth`` names
+``password`` (libpq would send it).
 """
 
 from __future__ import annotations
 
-import base64
 import enum
-import hmac
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-import scramp
+from typing import Final, Literal
 
 from pggate.proto import codec, codes, password_math
 from pggate.proto.errors import ClientError, ProtocolViolation
+from pggate.proto.scram_client import Binding, ScramClient, ScramClientError, ScramKeys
 
 # Backend messages during login are small; anything larger is a broken backend.
 MAX_LOGIN_MESSAGE_LENGTH = 1 << 20
@@ -61,20 +62,100 @@ class LoginFailed:
     error_message: bytes
 
 
+
+ChannelBinding = Literal["disable", "prefer", "require"]
+
+# libpq's AUTH_REQ codes grouped as require_auth names them (fe-connect.c pqConnectOptions2).
+REQUIRE_AUTH_METHODS: Final[Mapping[str, frozenset[int]]] = {
+    "password": frozenset({codes.AUTH_CLEARTEXT_PASSWORD}),
+    "md5": frozenset({codes.AUTH_MD5_PASSWORD}),
+    "gss": frozenset({codes.AUTH_GSS, codes.AUTH_GSS_CONTINUE}),
+    "sspi": frozenset({codes.AUTH_SSPI, codes.AUTH_GSS_CONTINUE}),
+    "scram-sha-256": frozenset({codes.AUTH_SASL, codes.AUTH_SASL_CONTINUE, codes.AUTH_SASL_FINAL}),
+}
+_ALL_METHODS: Final = frozenset().union(*REQUIRE_AUTH_METHODS.values())
+DEFAULT_MAX_ITERATIONS: Final = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class RequireAuth:
+    """A validated ``require_auth``: the requests the server may make (fe-connect.c builds
+    the same ``allowed_auth_methods`` bitmask) and whether it must authenticate at all."""
+
+    text: str
+    allowed: frozenset[int]
+    auth_required: bool
+    negated: bool
+
+    @classmethod
+    def from_names(cls, text: str, names: list[str], *, negated: bool) -> RequireAuth:
+        """``names`` without their ``!`` (all negated or none, as the parser checked)."""
+        allowed = set(_ALL_METHODS) if negated else set()
+        auth_required = ("none" in names) if negated else ("none" not in names)
+        for name in names:
+            if name == "none":
+                continue
+            if negated:
+                allowed -= REQUIRE_AUTH_METHODS[name]
+            else:
+                allowed |= REQUIRE_AUTH_METHODS[name]
+        return cls(text, frozenset(allowed), auth_required, negated)
+
+    def names_cleartext(self) -> bool:
+        """The setting lists ``password`` itself (not merely by leaving it un-negated)."""
+        return not self.negated and codes.AUTH_CLEARTEXT_PASSWORD in self.allowed
+
+
+@dataclass(frozen=True, slots=True)
+class AuthPolicy:
+    """What pggate lets its backend ask for, from the ``backend`` conninfo."""
+
+    channel_binding: ChannelBinding = "prefer"
+    require_auth: RequireAuth | None = None
+    max_iterations: int = DEFAULT_MAX_ITERATIONS
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSecurity:
+    """What the link to the backend protects: ``end_point_hash`` is the backend certificate's
+    tls-server-end-point hash when TLS is in use; ``local`` is a Unix socket."""
+
+    tls: bool = False
+    end_point_hash: bytes | None = None
+    local: bool = False
+
+
+PLAIN_TCP: Final = LinkSecurity()
+
+
+_AREQ_DESCRIPTION: Final[Mapping[int, str]] = {
+    codes.AUTH_CLEARTEXT_PASSWORD: "server requested a cleartext password",
+    codes.AUTH_MD5_PASSWORD: "server requested a hashed password",
+    codes.AUTH_GSS: "server requested GSSAPI authentication",
+    codes.AUTH_GSS_CONTINUE: "server requested GSSAPI authentication",
+    codes.AUTH_SSPI: "server requested SSPI authentication",
+    codes.AUTH_SASL: "server requested SASL authentication",
+    codes.AUTH_SASL_CONTINUE: "server requested SASL authentication",
+    codes.AUTH_SASL_FINAL: "server requested SASL authentication",
+}
+
 @dataclass(slots=True)
 class BackendLogin:
     """Drive one backend login: call :meth:`startup`, then feed bytes to :meth:`receive`."""
 
     user: str
     parameters: Mapping[str, str]
-    password: str | None = None
-    scram_keys: tuple[bytes, bytes] | None = None  # ClientKey, ServerKey
+    password: str | None = field(default=None, repr=False)
+    scram_keys: tuple[bytes, bytes] | None = field(default=None, repr=False)  # Client, Server
+    policy: AuthPolicy = AuthPolicy()
+    link: LinkSecurity = PLAIN_TCP
     state: LoginState = LoginState.AUTHENTICATING
     _buffer: bytearray = field(default_factory=bytearray)
     _burst: bytearray = field(default_factory=bytearray)
     _key: tuple[int, bytes] | None = None
     _reported: dict[str, str] = field(default_factory=dict)
-    _scram: ScramPasswordClient | ScramKeyClient | None = None
+    _scram: ScramClient | None = None
+    _finished_auth: bool = False  # libpq's client_finished_auth
 
     def startup(self) -> bytes:
         """The StartupMessage; always protocol 3.0 (the client-facing version is pggate's)."""
@@ -109,6 +190,7 @@ class BackendLogin:
             if kind != codes.MSG_AUTHENTICATION:
                 raise ProtocolViolation(f"backend sent message type {kind!r} during authentication")
             request, payload = codec.parse_authentication(body)
+            self._check_expected(request)
             if request == codes.AUTH_OK:
                 self.state = LoginState.RECEIVING_BURST
             else:
@@ -130,40 +212,127 @@ class BackendLogin:
             self._burst += raw
         return None
 
-    def _answer(self, request: int, payload: bytes) -> bytes:
-        """Answer an authentication request from the backend."""
-        if request == codes.AUTH_SASL:
-            return self._start_scram(request, payload)
-        if request == codes.AUTH_SASL_CONTINUE and self._scram is not None:
-            return codec.password_message(self._scram.client_final(payload))
-        if request == codes.AUTH_SASL_FINAL and self._scram is not None:
-            self._scram.verify_server_final(payload)
-            return b""
-        if request in (codes.AUTH_CLEARTEXT_PASSWORD, codes.AUTH_MD5_PASSWORD):
-            if self.password is None:
-                raise _no_credentials(request)
-            if request == codes.AUTH_CLEARTEXT_PASSWORD:
-                return codec.password_message(self.password.encode() + b"\0")
-            # fe-auth.c pg_password_sendauth: the verifier pg_authid would hold, then the answer.
-            stored = password_math.pg_md5_encrypt(self.password.encode(), self.user.encode())
-            return codec.password_message(password_math.md5_response(stored, payload[:4]) + b"\0")
-        raise _login_error(f"unsupported backend authentication request {request}")
+    def _check_expected(self, request: int) -> None:
+        """fe-auth.c check_expected_areq: require_auth, then channel_binding=require."""
+        required = self.policy.require_auth
+        if required is not None:
+            reason = None
+            if request == codes.AUTH_OK:
+                if required.auth_required and not self._finished_auth:
+                    reason = "server did not complete authentication"
+            elif request not in required.allowed:
+                reason = _AREQ_DESCRIPTION.get(
+                    request, "server requested an unknown authentication type"
+                )
+            if reason is not None:
+                raise _login_error(
+                    f'authentication method requirement "{required.text}" failed: {reason}'
+                )
+        if self.policy.channel_binding == "require":
+            if request == codes.AUTH_OK:
+                if self._scram is None or not (self._scram.bound and self._scram.finished):
+                    raise _login_error(
+                        "channel binding required, but server authenticated client without "
+                        "channel binding"
+                    )
+            elif request not in REQUIRE_AUTH_METHODS["scram-sha-256"]:
+                raise _login_error(
+                    "channel binding required but not supported by server's authentication "
+                    "request"
+                )
 
-    def _start_scram(self, request: int, payload: bytes) -> bytes:
-        """Choose the SASL mechanism and the SCRAM client; the SASLInitialResponse."""
-        mechanisms = [m.decode() for m in payload.split(b"\0") if m]
-        if codes.SCRAM_SHA_256 not in mechanisms:
-            raise _login_error(f"backend offered SASL mechanisms {mechanisms}")
-        if self.scram_keys is not None:
-            self._scram = ScramKeyClient(*self.scram_keys)
-        elif self.password is not None:
-            self._scram = ScramPasswordClient(self.user, self.password)
-        else:
+    def _answer(self, request: int, payload: bytes) -> bytes:
+        """pg_fe_sendauth: answer an authentication request from the backend."""
+        try:
+            if request == codes.AUTH_SASL:
+                return self._start_scram(payload)
+            if request in (codes.AUTH_SASL_CONTINUE, codes.AUTH_SASL_FINAL):
+                if self._scram is None:
+                    raise _login_error(
+                        "fe_sendauth: invalid authentication request from server: "
+                        "AUTH_REQ_SASL_CONT without AUTH_REQ_SASL"
+                    )
+                if request == codes.AUTH_SASL_CONTINUE:
+                    return codec.password_message(self._scram.client_final(payload))
+                self._scram.server_final(payload)
+                self._finished_auth = True
+                return b""
+        except ScramClientError as exc:
+            raise _login_error(str(exc)) from None
+        if request in (codes.AUTH_CLEARTEXT_PASSWORD, codes.AUTH_MD5_PASSWORD):
+            return self._send_password(request, payload)
+        raise _login_error(f"authentication method {request} not supported")
+
+    def _send_password(self, request: int, payload: bytes) -> bytes:
+        """pg_password_sendauth, after pggate's own cleartext rule."""
+        if self.password is None:
             raise _no_credentials(request)
-        first = self._scram.client_first()
-        return codec.password_message(
-            codes.SCRAM_SHA_256.encode() + b"\0" + len(first).to_bytes(4, "big") + first
+        self._finished_auth = True
+        if request == codes.AUTH_CLEARTEXT_PASSWORD:
+            link = self.link
+            required = self.policy.require_auth
+            if not (link.tls or link.local) and not (required and required.names_cleartext()):
+                raise _login_error(
+                    "server requested a cleartext password over an unencrypted connection; "
+                    "pggate does not send it unless the backend conninfo says "
+                    "require_auth=password (or use TLS: sslmode=require or stronger)"
+                )
+            return codec.password_message(self.password.encode() + b"\0")
+        # fe-auth.c pg_password_sendauth: the verifier pg_authid would hold, then the answer.
+        stored = password_math.pg_md5_encrypt(self.password.encode(), self.user.encode())
+        return codec.password_message(password_math.md5_response(stored, payload[:4]) + b"\0")
+
+    def _start_scram(self, payload: bytes) -> bytes:
+        """pg_SASL_init: choose the mechanism (-PLUS over TLS unless disabled) and answer."""
+        binding_policy = self.policy.channel_binding
+        tls = self.link.tls
+        if binding_policy == "require" and not tls:
+            raise ScramClientError("channel binding required, but SSL not in use")
+        if self._scram is not None:
+            raise ScramClientError("duplicate SASL authentication request")
+        mechanisms = [m.decode("utf-8", "replace") for m in payload.split(b"\0") if m]
+        plus = False
+        plain = False
+        for mechanism in mechanisms:
+            if mechanism == codes.SCRAM_SHA_256_PLUS:
+                if not tls:
+                    raise ScramClientError(
+                        "server offered SCRAM-SHA-256-PLUS authentication over a non-SSL "
+                        "connection"
+                    )
+                plus = plus or binding_policy != "disable"
+            elif mechanism == codes.SCRAM_SHA_256:
+                plain = True
+        if not (plus or plain):
+            raise ScramClientError(
+                "none of the server's SASL authentication mechanisms are supported"
+            )
+        if binding_policy == "require" and not plus:
+            raise ScramClientError(
+                "channel binding is required, but server did not offer an authentication "
+                "method that supports channel binding"
+            )
+        secret: str | ScramKeys
+        if self.scram_keys is not None:
+            secret = ScramKeys(*self.scram_keys)
+        elif self.password is not None:
+            secret = self.password
+        else:
+            raise _no_credentials(codes.AUTH_SASL)
+        if plus:
+            binding = Binding.BOUND
+        elif tls and binding_policy != "disable":
+            binding = Binding.NOT_OFFERED
+        else:
+            binding = Binding.NONE
+        self._scram = ScramClient(
+            secret,
+            binding=binding,
+            end_point_hash=self.link.end_point_hash if plus else None,
+            max_iterations=self.policy.max_iterations,
         )
+        first = self._scram.client_first()
+        return codec.sasl_initial_response(self._scram.mechanism, first)
 
 
 def _login_error(detail: str) -> ClientError:
@@ -180,76 +349,3 @@ def _no_credentials(request: int) -> ClientError:
         "password for this role nor SCRAM keys from the client's own SCRAM login; give pggate "
         "a trust path to the backend, or use scram-sha-256 for this role."
     )
-
-
-class ScramPasswordClient:
-    """SCRAM-SHA-256 with a password (pggate's own role, from the backend conninfo).
-
-    scramp runs this whole exchange, SASLprep and Hi() with the backend's iteration count
-    included; the wire format (``n=<user>``) and the errors are scramp's.
-    """
-
-    def __init__(self, user: str, password: str) -> None:
-        self._client = scramp.ScramClient([codes.SCRAM_SHA_256], user, password)
-
-    def client_first(self) -> bytes:
-        first: str = self._client.get_client_first()
-        return first.encode()
-
-    def client_final(self, server_first: bytes) -> bytes:
-        self._client.set_server_first(server_first.decode())
-        final: str = self._client.get_client_final()
-        return final.encode()
-
-    def verify_server_final(self, server_final: bytes) -> None:
-        self._client.set_server_final(server_final.decode())
-
-
-# The GS2 header without channel binding ("n": the client does not support it; no authzid). It
-# opens client-first and, base64-encoded, is the final message's c= (RFC 5802 section 7), which
-# with channel binding would also carry the binding data (fe-auth-scram.c
-# build_client_final_message).
-_GS2_HEADER = "n,,"
-
-
-def _server_first_attributes(server_first: bytes) -> dict[str, str]:
-    """The ``name=value`` attributes of a server-first-message (r, s, i)."""
-    return dict(item.split("=", 1) for item in server_first.decode().split(",") if "=" in item)
-
-
-class ScramKeyClient:
-    """SCRAM-SHA-256 with the ClientKey/ServerKey recovered from the client's own SCRAM login.
-
-    PostgreSQL 18's pass-through (libpq scram_client_key): the proof needs only ClientKey, and
-    the backend's signature is checked with ServerKey, so pggate can log in as the client's
-    role to a backend holding the same SCRAM secret without ever knowing the password (nor
-    running Hi(), so the server's iteration count does not matter here).
-    """
-
-    def __init__(self, client_key: bytes, server_key: bytes) -> None:
-        self._client_key = client_key
-        self._server_key = server_key
-        self._nonce = base64.b64encode(secrets.token_bytes(18)).decode()
-        self._first_bare = f"n=,r={self._nonce}"
-        self._auth_message = b""
-
-    def client_first(self) -> bytes:
-        return f"{_GS2_HEADER}{self._first_bare}".encode()
-
-    def client_final(self, server_first: bytes) -> bytes:
-        nonce = _server_first_attributes(server_first).get("r", "")
-        if not nonce.startswith(self._nonce) or len(nonce) <= len(self._nonce):
-            raise _login_error("backend SCRAM nonce does not extend ours")
-        channel_binding = base64.b64encode(_GS2_HEADER.encode()).decode()
-        without_proof = f"c={channel_binding},r={nonce}"
-        self._auth_message = f"{self._first_bare},{server_first.decode()},{without_proof}".encode()
-        proof = password_math.client_proof(self._client_key, self._auth_message)
-        return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
-
-    def verify_server_final(self, server_final: bytes) -> None:
-        """fe-auth-scram.c verify_server_signature."""
-        expected = password_math.scram_signature(self._server_key, self._auth_message)
-        text = server_final.decode()
-        given = base64.b64decode(text[2:]) if text.startswith("v=") else b""
-        if not hmac.compare_digest(expected, given):
-            raise _login_error("backend SCRAM server signature does not match")

@@ -336,6 +336,11 @@ def password_message(data: bytes) -> bytes:
     return _message(codes.MSG_PASSWORD, data)
 
 
+def sasl_initial_response(mechanism: str, data: bytes) -> bytes:
+    """SASLInitialResponse: mechanism name, Int32 length of the data, the data."""
+    return password_message(_cstring(mechanism) + _INT32.pack(len(data)) + data)
+
+
 def terminate() -> bytes:
     return _message(codes.MSG_TERMINATE)
 

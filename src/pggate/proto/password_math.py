@@ -2,7 +2,7 @@
 
 pggate computes the same things as a server (``auth/password.py``, through ``auth/verifiers.py``)
 and as a client logging in to its backend (``proto/backend.py``). This module is their one home.
-It sits in ``proto/``, the lowest floor, and imports nothing of pggate, so that
+It sits in ``proto/``, the lowest floor, so that
 ``proto/backend.py`` can use it without reaching up into ``auth/``.
 
 SCRAM-SHA-256 (RFC 5802 section 3, RFC 7677), as PostgreSQL's src/common/scram-common.c and
@@ -17,8 +17,8 @@ src/interfaces/libpq/fe-auth-scram.c compute it::
     ServerSignature := HMAC(ServerKey, AuthMessage)        verify_server_signature
 
 Hi() is PBKDF2 with HMAC-SHA-256 and a single output block: ``hashlib.pbkdf2_hmac``. Normalize
-(SASLprep with PostgreSQL's fall-back to the raw bytes) is not arithmetic and needs scramp; it
-stays in ``auth/verifiers.py`` (``sasl_prepare``).
+is SASLprep with PostgreSQL's fall-back to the raw bytes (``sasl_prepare``, on scramp's saslprep;
+both ends of a login apply the same rule: auth-scram.c and fe-auth-scram.c call pg_saslprep).
 
 MD5: src/common/md5_common.c ``pg_md5_encrypt`` serves twice, as libpq's fe-auth.c
 ``pg_password_sendauth`` chains it: the stored verifier is ``pg_md5_encrypt(password, user)``,
@@ -28,9 +28,17 @@ with the four salt bytes.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from typing import Final
+
+from scramp.utils import ScramException
+from scramp.utils import saslprep as _scramp_saslprep
+
+from pggate.proto import codes
+from pggate.proto.errors import ClientError
 
 _HASH: Final = "sha256"  # SCRAM-SHA-256 is the only SCRAM mechanism PostgreSQL implements
 MD5_PREFIX: Final = b"md5"
@@ -91,3 +99,32 @@ def md5_response(stored: bytes, salt: bytes) -> bytes:
     server computes the same from pg_authid to compare (crypt.c md5_crypt_verify).
     """
     return pg_md5_encrypt(stored[len(MD5_PREFIX) :], salt)
+
+
+def sasl_prepare(password: bytes) -> bytes:
+    """auth-scram.c's SASLprep rule: the prepared password, or the raw bytes if it cannot be.
+
+    pg_saslprep refuses passwords over 1024 bytes with an ERROR, sends ASCII through unchanged,
+    and reports invalid UTF-8 or prohibited characters, in which case the raw bytes are hashed.
+    """
+    if len(password) > codes.MAX_PASSWORD_LENGTH:
+        raise ClientError(codes.SQLSTATE_PROGRAM_LIMIT_EXCEEDED, "password too long")
+    if password.isascii():
+        return password
+    try:
+        text = password.decode("utf-8")
+    except UnicodeDecodeError:
+        return password
+    try:
+        prepared: str = _scramp_saslprep(text)
+    except ScramException:
+        return password
+    return prepared.encode("utf-8")
+
+
+def b64decode_strict(text: str | bytes) -> bytes | None:
+    """Base64 with padding and nothing else (pg_b64_decode refuses whitespace too), or None."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
