@@ -11,7 +11,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pggate import logs, pidfile
+from pggate import logs
+from pggate.directory import pidfile
 from pggate.errors import ConfigError, PggateError
 from pggate.tls.certcli import add_cert_commands
 

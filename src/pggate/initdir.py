@@ -1,7 +1,9 @@
 """Create and check gateway directories (``pggate init`` / ``pggate check``).
 
 A directory written by hand is as valid as one made here: ``init`` only writes the files that
-``serve`` would read anyway.
+``serve`` would read anyway (named in ``directory/layout.py``). ``create`` is all or nothing.
+This module drives the configuration, the TLS tooling and the embedded cluster, so it sits
+above them, outside the ``directory`` package that they all import.
 """
 
 from __future__ import annotations
@@ -13,16 +15,16 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from pggate import config as config_module
-from pggate import embedded, layout, preflight
+from pggate import embedded, preflight
 from pggate import policy as policy_module
 from pggate.conninfo import backend_address
+from pggate.directory import layout
 from pggate.errors import ConfigError, PggateError
 from pggate.hba.methods import AuthMethod, ConnType
 from pggate.tls import certs
 
 log = logging.getLogger("pggate.initdir")
 
-CONF_FILE = layout.CONF_FILE
 # Lines on which method "password" cannot leak the password to the network.
 _ENCRYPTED_OR_LOCAL = frozenset({ConnType.HOSTSSL, ConnType.HOSTGSSENC, ConnType.LOCAL})
 
@@ -60,7 +62,7 @@ def create(
         "port": str(port),
         "listen_addresses": listen_addresses,
         "ssl": "on",
-        "ssl_ca_file": certs.ROOT_CERT,
+        "ssl_ca_file": layout.ROOT_CERT,
     }
     if backend:
         backend_address(backend)
@@ -76,7 +78,7 @@ def create(
         # TLS on by default: a local CA (root.crt, also the CA for client certificates) and a
         # server certificate for the names given plus localhost, so verify-full works at once.
         certs.init_tls(directory, hostnames)
-        (directory / CONF_FILE).write_text(conf)
+        (directory / layout.CONF_FILE).write_text(conf)
         (directory / layout.HBA_FILE).write_text(DEFAULT_HBA)
         (directory / layout.IDENT_FILE).write_text(DEFAULT_IDENT)
         if cluster is not None:
@@ -127,7 +129,7 @@ def check(directory: Path, overrides: Mapping[str, str]) -> list[str]:
         if problem:
             problems.append(problem)
     if not snapshot_config.backend:
-        data_dir = directory / policy_module.EMBEDDED_DATA_DIR
+        data_dir = directory / layout.DATA_DIR
         if not (data_dir / "PG_VERSION").is_file():
             problems.append(
                 f'embedded cluster missing: "{data_dir}" has no PG_VERSION '

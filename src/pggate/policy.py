@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pggate import config as config_module
-from pggate import layout, logs
+from pggate import logs
 from pggate.config import Config
 from pggate.config.files import DiskFiles
 from pggate.conninfo import BackendAddress, backend_address
+from pggate.directory import layout
 from pggate.errors import ConfigError
 from pggate.hba import AuthMethod, HbaPolicy, IdentMaps, load_hba, load_ident
 from pggate.hba.tokens import AuthFileError
@@ -31,8 +32,6 @@ log = logging.getLogger("pggate.policy")
 
 Prompt = Callable[[str], str]
 
-EMBEDDED_DATA_DIR = layout.DATA_DIR
-EMBEDDED_SOCKET_DIR = layout.SOCKET_DIR
 EMBEDDED_PORT = 5432
 EMBEDDED_SUPERUSER = "postgres"
 
@@ -54,7 +53,7 @@ class Policy:
 def embedded_backend(directory: Path) -> BackendAddress:
     """The private Unix socket of the embedded cluster inside the gateway directory."""
     return BackendAddress(
-        host=str(directory.resolve() / EMBEDDED_SOCKET_DIR),
+        host=str(directory.resolve() / layout.SOCKET_DIR),
         port=EMBEDDED_PORT,
         user=EMBEDDED_SUPERUSER,
         dbname="postgres",

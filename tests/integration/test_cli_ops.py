@@ -23,8 +23,9 @@ import pytest
 from conftest import Backend, GatewayFactory, free_port, prepare_gateway_dir, start_gateway
 from test_embedded_default import pggate, public_tmp  # noqa: F401  (a 0755 temp directory)
 
-from pggate import embedded, pidfile
+from pggate import embedded
 from pggate.cli import build_parser
+from pggate.directory import pidfile
 from pggate.server.listener import version_line
 from pggate.tls import certs
 

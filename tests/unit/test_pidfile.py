@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pggate import pidfile
+from pggate.directory import layout, pidfile
 from pggate.errors import PggateError
 
 
@@ -32,12 +32,12 @@ def test_no_file(tmp_path: Path) -> None:
 def test_a_file_naming_a_live_process_without_the_lock_is_stale(
     tmp_path: Path, unrelated: subprocess.Popen[bytes]
 ) -> None:
-    (tmp_path / pidfile.PID_FILE).write_text(f"{unrelated.pid}\n6432\n1\n")
+    (tmp_path / layout.PID_FILE).write_text(f"{unrelated.pid}\n6432\n1\n")
     state = pidfile.read(tmp_path)
     assert state is not None
     assert (state.locked, state.pid) == (False, unrelated.pid)
     assert state.stale_note == (
-        f'stale pid file "{tmp_path / pidfile.PID_FILE}" '
+        f'stale pid file "{tmp_path / layout.PID_FILE}" '
         f"(PID {unrelated.pid} is not a pggate server for this directory)"
     )
     assert not pidfile.serving(tmp_path, unrelated.pid)
@@ -46,7 +46,7 @@ def test_a_file_naming_a_live_process_without_the_lock_is_stale(
 def test_claim_replaces_a_stale_file_and_is_trusted_while_held(
     tmp_path: Path, unrelated: subprocess.Popen[bytes], caplog: pytest.LogCaptureFixture
 ) -> None:
-    (tmp_path / pidfile.PID_FILE).write_text(f"{unrelated.pid}\n6432\n")
+    (tmp_path / layout.PID_FILE).write_text(f"{unrelated.pid}\n6432\n")
     with caplog.at_level(logging.INFO, logger="pggate.pidfile"):
         lock = pidfile.claim(tmp_path, 6432, 3)
     assert "replacing stale pid file" in caplog.text
@@ -75,7 +75,7 @@ def test_a_second_claim_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_the_status_probe_does_not_keep_the_lock(tmp_path: Path) -> None:
-    (tmp_path / pidfile.PID_FILE).write_text("")
+    (tmp_path / layout.PID_FILE).write_text("")
     assert pidfile.read(tmp_path) is not None
     pidfile.claim(tmp_path, 6432, 1).release()
 
@@ -113,6 +113,6 @@ def test_reload_results_round_trip(tmp_path: Path) -> None:
     pidfile.write_reload_result(tmp_path, 0, first)
     pidfile.write_reload_result(tmp_path, 1, second)
     assert pidfile.reload_results(tmp_path, 2) == [first, second]
-    (tmp_path / f"{pidfile.RELOAD_FILE}.1").write_text('{"server": 10')  # torn: not a result
+    (tmp_path / f"{layout.RELOAD_FILE}.1").write_text('{"server": 10')  # torn: not a result
     assert pidfile.reload_results(tmp_path, 2) == [first, None]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pggate.reload.0", "pggate.reload.1"]

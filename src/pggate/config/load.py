@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pggate import gss_support, layout
+from pggate import gss_support
 from pggate.config.files import FileSource
 from pggate.config.lexer import ConfEntry, read_config
 from pggate.config.model import Config
@@ -27,6 +27,7 @@ from pggate.config.settings import (
     parse_value,
 )
 from pggate.conninfo import backend_address
+from pggate.directory import layout
 from pggate.errors import ConfigError
 
 CONFIG_FILE_NAME = layout.CONF_FILE

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import psutil
 
-from pggate import pidfile
+from pggate.directory import pidfile
 from pggate.policy import Snapshot
 from pggate.proto import codec
 from pggate.proto.errors import ClientError

@@ -14,9 +14,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from pggate import logs, pidfile, preflight
+from pggate import logs, preflight
 from pggate import policy as policy_module
 from pggate.config import Config
+from pggate.directory import pidfile
 from pggate.errors import ConfigError, PggateError
 from pggate.server import workers
 from pggate.server.gateway import Gateway
@@ -47,15 +48,15 @@ def listen_hosts(listen_addresses: str) -> list[str | None]:
 def version_line(postgres_bindir: str | None = None) -> str:
     """What ``pggate --version`` prints and ``serve`` logs at start: pggate, Python, OpenSSL, and
     the PostgreSQL binaries the embedded cluster would use."""
-    from pggate import embedded
+    from pggate.embedded.binaries import find_postgres_bindir, server_version
 
     try:
         pggate_version = importlib.metadata.version("pggate")
     except importlib.metadata.PackageNotFoundError:
         pggate_version = "(not installed)"
     try:
-        bindir = embedded.find_postgres_bindir(postgres_bindir)
-        _, pg_version = embedded._server_version(bindir, None)
+        bindir = find_postgres_bindir(postgres_bindir)
+        _, pg_version = server_version(bindir)
         binaries = f"{bindir} (PostgreSQL {pg_version})"
     except PggateError:
         binaries = "none found"

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from pggate import layout
+from pggate.directory import layout
 from pggate.errors import PggateError
 from pggate.tls.x509names import SHORT_NAMES
 from pggate.tls.x509names import name_hash as name_hash

@@ -30,13 +30,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pggate import layout
+from pggate.directory import layout
 from pggate.errors import PggateError
 
 log = logging.getLogger("pggate.pidfile")
 
-PID_FILE = layout.PID_FILE
-RELOAD_FILE = layout.RELOAD_FILE
 # A ``pggate status`` probe holds the lock for an instant; ``serve`` retries that long.
 CLAIM_SECONDS = 1.0
 _CLAIM_POLL = 0.01
@@ -65,7 +63,7 @@ class PidFile:
 
 def read(directory: Path) -> PidFile | None:
     """The pid file of ``directory`` (None when there is none), checked against its lock."""
-    path = directory / PID_FILE
+    path = directory / layout.PID_FILE
     try:
         with path.open("rb") as file:
             try:
@@ -115,7 +113,7 @@ class PidLock:
 
 def claim(directory: Path, port: int, workers: int) -> PidLock:
     """Lock and write ``DIR/pggate.pid`` for this process; refuse if a live pggate holds it."""
-    path = directory / PID_FILE
+    path = directory / layout.PID_FILE
     deadline = time.monotonic() + CLAIM_SECONDS
     while True:
         try:
@@ -218,4 +216,4 @@ def _read_result(path: Path) -> ReloadResult | None:
 
 
 def _reload_path(directory: Path, worker: int) -> Path:
-    return directory / f"{RELOAD_FILE}.{worker}"
+    return directory / f"{layout.RELOAD_FILE}.{worker}"

@@ -1,4 +1,4 @@
-"""The names of a gateway directory's files, in one place.
+"""The names of a gateway directory's files, in one place: no other module spells them.
 
 ``pggate init`` writes them, ``serve`` and ``check`` read them, ``status|reload|stop`` find the
 server through them; a directory written by hand uses the same names (README.md). Ground floor:
