@@ -21,11 +21,12 @@ from pggate import config as config_module
 from pggate import logs
 from pggate.config import Config
 from pggate.config.files import DiskFiles
-from pggate.conninfo import BackendAddress, backend_address
+from pggate.conninfo import BackendTarget, HostSpec
 from pggate.directory import layout
 from pggate.errors import ConfigError
 from pggate.hba import AuthMethod, HbaPolicy, IdentMaps, load_hba, load_ident
 from pggate.hba.tokens import AuthFileError
+from pggate.hop.route import Route, build_route
 from pggate.tls import context as tlsconf
 
 log = logging.getLogger("pggate.policy")
@@ -43,21 +44,23 @@ class Policy:
     config: Config
     hba: HbaPolicy
     ident: IdentMaps
-    backend: BackendAddress
+    backend: Route
 
     @property
     def embedded(self) -> bool:
         return not self.config.backend
 
 
-def embedded_backend(directory: Path) -> BackendAddress:
+def embedded_backend(directory: Path) -> Route:
     """The private Unix socket of the embedded cluster inside the gateway directory."""
-    return BackendAddress(
-        host=str(directory.resolve() / layout.SOCKET_DIR),
-        port=EMBEDDED_PORT,
+    host = str(directory.resolve() / layout.SOCKET_DIR)
+    target = BackendTarget(
+        hosts=(HostSpec(host, port=EMBEDDED_PORT, port_text=str(EMBEDDED_PORT)),),
         user=EMBEDDED_SUPERUSER,
         dbname="postgres",
+        sslmode="disable",
     )
+    return Route(target)
 
 
 def cross_file_problems(cfg: Config, hba: HbaPolicy) -> list[ConfigError]:
@@ -108,7 +111,11 @@ def build(cfg: Config, previous: Policy | None = None) -> Policy:
             ident = previous.ident
         else:
             ident = IdentMaps()
-    backend = backend_address(cfg.backend) if cfg.backend else embedded_backend(cfg.directory)
+    backend = (
+        build_route(cfg.backend, max_iterations=cfg.backend_scram_max_iterations)
+        if cfg.backend
+        else embedded_backend(cfg.directory)
+    )
     return Policy(config=cfg, hba=hba, ident=ident, backend=backend)
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pggate import policy as policy_module
-from pggate.conninfo import BackendAddress
+from pggate.hba.methods import PASSWORD_METHODS
+from pggate.hop.route import DEFAULT_ROLE
 from pggate.proto.errors import ClientError
 from pggate.server import catalog
 
@@ -28,7 +29,6 @@ _PROBE_SQL = (
     "pg_catalog.to_regprocedure('pg_catalog.pg_terminate_backend(integer, bigint)'), "
     "pg_catalog.to_regprocedure('pg_catalog.pg_terminate_backend(integer)')), 'EXECUTE')"
 )
-_PASSWORD_METHODS = frozenset({"password", "md5", "scram-sha-256"})
 
 
 @dataclass(slots=True)
@@ -43,30 +43,56 @@ def _yes(value: str | None) -> bool:
     return value == "t"
 
 
-def _link(address: BackendAddress) -> str:
-    if address.is_unix_socket:
+def _link(found: catalog.Found, sslmode: str) -> str:
+    facts = found.link
+    if facts.encrypted:
+        return f"TLS ({facts.tls_version}, {facts.cipher}; sslmode={sslmode})"
+    if found.address.is_unix_socket:
         return "not encrypted (Unix socket; libpq uses no TLS there either)"
-    return "not encrypted (sslmode=disable)"
+    return f"not encrypted (sslmode={sslmode})"
+
+
+def _role(parameters: Mapping[str, str]) -> str:
+    standby = parameters.get("in_hot_standby")
+    if standby is None:
+        return "role unknown (the server does not report in_hot_standby)"
+    return "standby" if standby == "on" else "primary"
 
 
 async def probe(policy: policy_module.Policy) -> ProbeReport:
-    """Log in as pggate's role and run the probe query; never raises for a backend refusal."""
-    address = policy.backend
+    """Log in to each backend host as pggate's role and run the probe query there; never
+    raises for a backend refusal. A host that cannot be reached is listed; the check fails
+    only when no host can be used."""
+    route = policy.backend
+    target = route.target
     report = ProbeReport()
-    role = address.user or catalog.DEFAULT_ROLE
-    report.lines.append(f'backend: {address.describe()} as role "{role}"')
-    try:
-        rows, reported = await catalog.run_query_reporting(address, _PROBE_SQL)
-    except ClientError as err:
-        report.problems.append(f"could not log in to the backend: {err.log_detail or err}")
+    role = target.user or DEFAULT_ROLE
+    attrs = target.target_session_attrs
+    report.lines.append(
+        f'backend: {route.describe()} as role "{role}" (target_session_attrs={attrs})'
+    )
+    first: catalog.Found | None = None
+    for address in route.addresses:
+        try:
+            found = await catalog.run_query_on(route, _PROBE_SQL, address)
+        except ClientError as err:
+            report.lines.append(f"  {address.describe()}: unreachable: {err.log_detail or err}")
+            continue
+        first = first or found
+        report.lines += [
+            f"  {address.describe()}: {_role(found.parameters)}",
+            f"    server: {found.rows[0][0]}",
+            f"    link: {_link(found, address.sslmode)}",
+        ]
+    if first is None:
+        report.problems.append("could not log in to any backend host")
         return report
-    version, authid, members, control, terminate = rows[0]
-    report.lines += [
-        f"  server: {version}",
-        f"  link: {_link(address)}",
-        f"  scram_iterations reported: {reported.get('scram_iterations', '(not reported)')}",
-    ]
-    needs_secrets = any(rule.method in _PASSWORD_METHODS for rule in policy.hba.rules)
+    _, authid, members, control, terminate = first.rows[0]
+    reported = first.parameters
+    report.lines.append(
+        f"  scram_iterations reported: {reported.get('scram_iterations', '(not reported)')}"
+    )
+    needs_secrets = any(rule.method in PASSWORD_METHODS for rule in policy.hba.rules)
     checks = [
         (authid, "pg_authid readable", "password, md5 and scram-sha-256 logins", needs_secrets),
         (members, "role memberships readable", "+role and samerole", policy.hba.needs_roles),

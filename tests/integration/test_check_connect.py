@@ -62,5 +62,6 @@ def test_an_unreachable_backend_fails_the_check(tmp_path: Path) -> None:
     (directory / "pg_hba.conf").write_text("host all all 127.0.0.1/32 trust\n")
     result = _check_connect(directory)
     assert result.returncode == 1
-    assert "could not log in to the backend" in result.stderr
+    assert "could not log in to any backend host" in result.stderr
+    assert "unreachable:" in result.stdout and "Connection refused" in result.stdout
     assert "never-printed" not in result.stdout + result.stderr

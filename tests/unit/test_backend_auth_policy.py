@@ -13,6 +13,7 @@ import pytest
 
 from pggate.auth.password import Failure, ScramExchange, Send, Success
 from pggate.auth.verifiers import RoleSecret
+from pggate.conninfo import validate as conninfo_validate
 from pggate.proto import codec, codes
 from pggate.proto.backend import (
     AuthPolicy,
@@ -49,9 +50,10 @@ def secret_for(password: str, iterations: int = 4096) -> RoleSecret:
 
 
 def requirement(text: str) -> RequireAuth:
-    names = text.split(",")
-    negated = names[0].startswith("!")
-    return RequireAuth.from_names(text, [n.lstrip("!") for n in names], negated=negated)
+    model = conninfo_validate.require_auth(text)
+    return RequireAuth.from_methods(
+        text, model.methods, allow_none=model.allow_none, names_password=model.names_password
+    )
 
 
 def pair(client: BackendLogin, server_hash: bytes | None, secret: RoleSecret) -> LoginComplete:

@@ -228,7 +228,8 @@ def test_default_conf_rejects_bad_overrides() -> None:
 
 
 def test_backend_conninfo_is_refused_where_it_is_written(tmp_path: Path) -> None:
-    """Fail closed: a backend keyword pggate cannot honour names file, line and parameter."""
+    """Fail closed: a backend conninfo pggate cannot honour whole names file, line and
+    parameter: a TLS file it names is loaded where the conninfo is read."""
     directory = gateway(
         tmp_path,
         "port = 6432\n"
@@ -239,12 +240,17 @@ def test_backend_conninfo_is_refused_where_it_is_written(tmp_path: Path) -> None
     err = errors[0]
     assert (err.file, err.line, err.parameter) == (conf(tmp_path), 2, "backend")
     assert err.message == (
-        'invalid value for parameter "backend": sslmode "verify-full" is not supported yet'
+        'invalid value for parameter "backend": root certificate file "/r.crt" does not exist'
     )
-    assert err.hint is not None and "sslmode=disable" in err.hint
+    assert err.hint is not None and "sslrootcert=system" in err.hint
     assert "hunter2" not in str(err)
-    override = check(directory, {"backend": "host=127.0.0.1"})
-    assert "-c backend=host=127.0.0.1" in str(override[-1])
+    bad = "host=127.0.0.1 sslmode=verify-ca sslrootcert=/none.crt"
+    override = check(directory, {"backend": bad})
+    assert f"-c backend={bad}" in str(override[-1])
+    (tmp_path / "gss").mkdir()
+    gss = gateway(tmp_path / "gss", "backend = 'host=db.example.com gssencmode=require'\n")
+    (refused,) = check(gss)
+    assert "gssencmode=require is not supported yet" in refused.message
 
 
 def test_explicitly_set_settings_are_known(tmp_path: Path) -> None:

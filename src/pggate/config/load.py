@@ -26,9 +26,9 @@ from pggate.config.settings import (
     lookup,
     parse_value,
 )
-from pggate.conninfo import backend_address
 from pggate.directory import layout
 from pggate.errors import ConfigError
+from pggate.hop.route import checked_target
 
 CONFIG_FILE_NAME = layout.CONF_FILE
 
@@ -40,7 +40,7 @@ def _check_backend(value: Value) -> None:
     if not value:
         return  # the embedded cluster
     try:
-        backend_address(str(value))
+        checked_target(str(value))
     except ConfigError as exc:
         raise SettingError(
             f'invalid value for parameter "backend": {exc.message}',

@@ -85,6 +85,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("backend", "string", "", "postmaster", GATEWAY,
             "libpq conninfo of the PostgreSQL server sessions are relayed to; "
             "empty means the embedded cluster in DIR/pgdata."),
+    Setting("backend_scram_max_iterations", "int", "100000", "sighup", GATEWAY,
+            "Most SCRAM iterations a backend may demand when pggate logs in with a password "
+            "(a hostile server could otherwise burn the gateway's CPU).",
+            min=4096, max=2147483647),
     Setting("gss_accept_delegation", "bool", "off", "sighup", GSSAPI,
             "Sets whether GSSAPI delegation should be accepted from the client."),
     Setting("hba_file", "string", "pg_hba.conf", "postmaster", AUTHENTICATION,
@@ -367,8 +371,6 @@ def _parse_enum(setting: Setting, text: str) -> str:
             return choice
     available = ", ".join(setting.choices)
     raise _invalid(setting, text, hint=f"Available values: {available}.")
-
-
 
 
 def _parse_list(setting: Setting, text: str) -> frozenset[str]:

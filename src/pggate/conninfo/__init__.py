@@ -41,7 +41,7 @@ from pggate.conninfo.model import (
 from pggate.conninfo.parse import parse_conninfo
 from pggate.conninfo.passfile import default_passfile, read_pgpass
 from pggate.conninfo.pgpass import PgpassEntry, lookup_password, parse_pgpass
-from pggate.conninfo.validate import backend_target
+from pggate.conninfo.validate import backend_target, unsupported_by_pggate
 
 KNOWN_KEYS = ADDRESS_KEYWORDS  # the name this set had before the package
 
@@ -72,4 +72,5 @@ __all__ = [
     "parse_conninfo",
     "parse_pgpass",
     "read_pgpass",
+    "unsupported_by_pggate",
 ]

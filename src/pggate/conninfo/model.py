@@ -84,6 +84,8 @@ class RequireAuth:
 
     methods: frozenset[str] = frozenset(AUTH_METHODS)
     allow_none: bool = True
+    text: str | None = None  # as written (libpq quotes it in its refusals); None: unset
+    names_password: bool = False  # ``password`` listed itself, not merely left un-negated
 
     def allows(self, method: str) -> bool:
         """Whether ``method`` (one of AUTH_METHODS, or "none") may be used."""

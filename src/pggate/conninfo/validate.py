@@ -227,7 +227,12 @@ def require_auth(text: str, *, hidden: bool = False) -> RequireAuth:
             raise value_error(
                 'require_auth method "{value}" is specified more than once', part, hidden=hidden
             )
-    return RequireAuth(methods=frozenset(allowed), allow_none=allow_none)
+    return RequireAuth(
+        methods=frozenset(allowed),
+        allow_none=allow_none,
+        text=text,
+        names_password=not negated and "password" in allowed,
+    )
 
 
 def _tls_version(conninfo: Conninfo, keyword: str, default: str | None) -> str | None:
@@ -376,3 +381,22 @@ def backend_target(text: str, defaults: Values | None = None) -> BackendTarget:
     conninfo = conninfo_values(text, defaults)
     refuse_not_supported(conninfo)
     return target_from_values(conninfo)
+
+
+def unsupported_by_pggate(target: BackendTarget) -> ConfigError | None:
+    """What pggate still cannot do with this conninfo, refused rather than done weaker.
+
+    GSSAPI encryption toward the backend (pggate as a GSSAPI client) is not implemented:
+    ``gssencmode=require`` is refused; ``prefer`` (libpq's default) behaves as libpq does when
+    it finds no credential cache, which pggate never looks for.
+    """
+    if target.settings.gssencmode == "require" and any(
+        not a.is_unix_socket for a in target.addresses()
+    ):
+        return ConfigError(
+            "gssencmode=require is not supported yet",
+            parameter="backend",
+            hint="pggate does not encrypt its backend connections with GSSAPI; use TLS "
+            "(sslmode=verify-full) instead.",
+        )
+    return None

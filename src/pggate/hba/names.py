@@ -14,6 +14,7 @@ from pggate.pgtext import ascii_lower
 
 Replication = Literal["none", "physical", "logical"]
 
+
 def is_member(role: str, roles: frozenset[str] | None) -> bool:
     """Is the connecting user (directly or indirectly) a member of ``role``?
 

@@ -14,6 +14,8 @@ import enum
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
+from pggate.conninfo import BackendAddress
+from pggate.hop.plan import Attempt
 from pggate.proto.backend import LoginComplete
 from pggate.proto.messages import StartupMessage
 from pggate.proto.negotiate import Cancel, StartDirectTLS, StartGSS, StartTLS
@@ -115,12 +117,16 @@ class StartGssAuth:
 
 @dataclass(frozen=True, slots=True)
 class ConnectBackend:
-    """A backend connection for ``startup``'s role, database and parameters: a pooled one
-    (answer :class:`~pggate.login.events.BackendReused`) or a new one
-    (``BackendConnected`` / ``BackendUnreachable``). ``scram_keys`` are for the pool key only;
-    the machine answers the backend's SCRAM with them itself."""
+    """A backend connection to ``address`` for ``startup``'s role, database and parameters,
+    carried out as ``attempt`` says (:mod:`pggate.hop.plan`): a pooled one (answer
+    :class:`~pggate.login.events.BackendReused`) or a new link (``BackendConnected``, or
+    ``BackendUnreachable`` / ``BackendTlsRefused`` / ``BackendLinkFailed``). The executor
+    drops the backend it holds first, unless ``attempt.same_connection``. ``scram_keys`` are
+    for the pool key only; the machine answers the backend's SCRAM with them itself."""
 
     startup: StartupMessage
+    address: BackendAddress
+    attempt: Attempt
     scram_keys: tuple[bytes, bytes] | None = field(default=None, repr=False)
 
 

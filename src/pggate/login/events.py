@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from pggate.proto.backend import LoginComplete
+from pggate.proto.backend import PLAIN_TCP, LinkSecurity, LoginComplete
 from pggate.proto.errors import ClientError
 from pggate.transport.channel import ChannelError, ChannelInfo
 
@@ -126,7 +126,10 @@ class GssExchangeFailed:
 
 @dataclass(frozen=True, slots=True)
 class BackendConnected:
-    """A new backend connection is open (nothing sent yet)."""
+    """The link the ConnectBackend attempt asked for is up (nothing of the login sent yet):
+    ``link`` says whether it is TLS (and the backend certificate's hash) or a local socket."""
+
+    link: LinkSecurity = PLAIN_TCP
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +141,23 @@ class BackendReused:
 
 @dataclass(frozen=True, slots=True)
 class BackendUnreachable:
+    """The host could not be reached (refused, unresolvable, timed out)."""
+
     reason: str  # the connect error's text
+
+
+@dataclass(frozen=True, slots=True)
+class BackendTlsRefused:
+    """The backend answered SSLRequest with ``N``; the connection is kept for plaintext."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendLinkFailed:
+    """TLS to the backend failed, in libpq's words; ``final`` when libpq would not try
+    anything else (its ``error_return``: an error answer to SSLRequest, bytes behind 'S')."""
+
+    reason: str
+    final: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +200,8 @@ Event = (
     | BackendConnected
     | BackendReused
     | BackendUnreachable
+    | BackendTlsRefused
+    | BackendLinkFailed
     | BackendData
     | BackendEof
     | CancelKeyIssued
@@ -192,7 +213,9 @@ __all__ = [
     "BackendConnected",
     "BackendData",
     "BackendEof",
+    "BackendLinkFailed",
     "BackendReused",
+    "BackendTlsRefused",
     "BackendUnreachable",
     "CancelKeyIssued",
     "ChannelEstablished",

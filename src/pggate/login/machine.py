@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from pggate.auth import cert, password, verifiers
 from pggate.errors import SilentClose
 from pggate.hba.methods import PASSWORD_METHODS, AuthMethod
+from pggate.hop.plan import ConnectPlan, GiveUp, Step
 from pggate.login import commands as cmd
 from pggate.login import events as ev
 from pggate.login import facts
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from pggate.config.model import Config
     from pggate.conninfo import BackendAddress
     from pggate.hba import HbaPolicy, HbaRule, IdentMaps
+    from pggate.hop.route import Route
 
 IMPLEMENTED_METHODS: Final = (
     frozenset({AuthMethod.TRUST, AuthMethod.CERT, AuthMethod.GSS}) | PASSWORD_METHODS
@@ -103,23 +105,6 @@ def backend_unavailable(detail: str) -> ClientError:
     )
 
 
-def backend_login(
-    backend: BackendAddress,
-    user: str,
-    parameters: Mapping[str, str],
-    scram_keys: tuple[bytes, bytes] | None = None,
-) -> BackendLogin:
-    """pggate logging in to ``backend`` as ``user``. The conninfo's password is pggate's own
-    role's, used only for that role; ``scram_keys`` (from the client's SCRAM login) answer a
-    backend that asks for SCRAM."""
-    return BackendLogin(
-        user=user,
-        parameters=parameters,
-        password=backend.password if user == backend.user else None,
-        scram_keys=scram_keys,
-    )
-
-
 # --- the state machine ------------------------------------------------------------------------
 
 
@@ -160,6 +145,7 @@ class Input(enum.Enum):
     GSS_EXCHANGE_READY = "gss exchange ready"
     BACKEND_CONNECTED = "backend connected"
     BACKEND_REUSED = "backend reused"
+    BACKEND_RETRY = "backend retried"
     BACKEND_DATA = "backend data"
     CANCEL_KEY = "cancel key"
     TIMEOUT = "timeout"
@@ -243,6 +229,8 @@ TRANSITIONS: Final[dict[tuple[State, Input], State]] = {
     # The backend.
     (_S.CONNECTING_BACKEND, _I.BACKEND_CONNECTED): _S.BACKEND_LOGIN,
     (_S.CONNECTING_BACKEND, _I.BACKEND_REUSED): _S.CONNECTING_BACKEND,
+    # libpq's next try (another host, or another encryption method): see pggate.hop.plan.
+    **_rows((_S.CONNECTING_BACKEND, _S.BACKEND_LOGIN), _I.BACKEND_RETRY, _S.CONNECTING_BACKEND),
     (_S.BACKEND_LOGIN, _I.BACKEND_DATA): _S.BACKEND_LOGIN,
     **_rows((_S.CONNECTING_BACKEND, _S.BACKEND_LOGIN), _I.LOGGED_IN, _S.REGISTERING_CANCEL_KEY),
     (_S.REGISTERING_CANCEL_KEY, _I.CANCEL_KEY): _S.REGISTERING_CANCEL_KEY,
@@ -271,6 +259,8 @@ _INPUTS: Final[Mapping[type[ev.Event], Input]] = {
     ev.GssExchangeFailed: _I.GSS_EXCHANGE_READY,
     ev.BackendConnected: _I.BACKEND_CONNECTED,
     ev.BackendUnreachable: _I.BACKEND_CONNECTED,
+    ev.BackendTlsRefused: _I.BACKEND_CONNECTED,
+    ev.BackendLinkFailed: _I.BACKEND_CONNECTED,
     ev.BackendReused: _I.BACKEND_REUSED,
     ev.BackendData: _I.BACKEND_DATA,
     ev.BackendEof: _I.BACKEND_DATA,
@@ -283,7 +273,9 @@ class LoginMachine:
     """One connection's login. Feed events with :meth:`feed`; execute the commands.
 
     ``config``, ``hba`` and ``ident`` are the connection's snapshot (taken once, at accept);
-    ``backend`` its backend address; ``host`` and ``port`` the client's address as text;
+    ``backend`` how to reach the backend (``backend_order``: the host order, shuffled by
+    the caller for ``load_balance_hosts=random``); ``host`` and ``port`` the client's
+    address as text;
     ``ssl_enabled``/``gss_enabled`` what the negotiator may accept; ``local_interfaces`` this
     host's addresses, needed only when pg_hba.conf has ``samehost``/``samenet``.
     After the StartupMessage, :attr:`startup` is set; :attr:`remote_host` is what log lines
@@ -295,13 +287,14 @@ class LoginMachine:
         config: Config,
         hba: HbaPolicy,
         ident: IdentMaps,
-        backend: BackendAddress,
+        backend: Route,
         *,
         host: str,
         port: str,
         ssl_enabled: bool,
         gss_enabled: bool,
         local_interfaces: tuple[IPv4Interface | IPv6Interface, ...] = (),
+        backend_order: Sequence[int] | None = None,
     ) -> None:
         self.config = config
         self.hba = hba
@@ -330,6 +323,10 @@ class LoginMachine:
         self._exchange: password.Exchange | None = None
         self._gss_exchange: ev.GssExchange | None = None
         self._backend_login: BackendLogin | None = None
+        self._backend_order = backend_order
+        self._plan: ConnectPlan | None = None
+        self._address: BackendAddress | None = None  # the host of the current attempt
+        self._refusal: LoginFailed | None = None  # the backend's latest ErrorResponse
         self._complete: LoginComplete | None = None
         self._out: list[cmd.Command] = []
 
@@ -527,10 +524,10 @@ class LoginMachine:
     def _timeout(self) -> None:
         """authentication_timeout: StartupPacketTimeoutHandler exits without a word; the
         backend's connect_timeout is the backend's failure."""
-        if self.state is State.CONNECTING_BACKEND:
-            raise backend_unavailable(f"{self.backend.describe()}: timed out")
-        if self.state is State.BACKEND_LOGIN:
-            raise backend_unavailable(f"{self.backend.describe()}: login timed out")
+        if self.state in (State.CONNECTING_BACKEND, State.BACKEND_LOGIN):
+            # connect_timeout is per host: libpq moves on to the next (try_next_addr).
+            self._retry(self._backend_plan().unreachable("timeout expired"))
+            return
         self._close(None, None)
 
     # --- startup, admission, pg_hba.conf ------------------------------------------------------
@@ -776,48 +773,98 @@ class LoginMachine:
         if peer is not None:
             cert.check_name(rule, peer, self._startup().user, self.ident)
         self._move(Input.AUTHENTICATED)
-        self._emit(
-            cmd.SetTimeout(self.backend.connect_timeout),
-            cmd.ConnectBackend(self._startup(), self.auth.scram_keys),
-        )
+        self._plan = self.backend.plan(self._backend_order)
+        self._connect(self._plan.start())
 
     # --- the backend --------------------------------------------------------------------------
+
+    def _backend_plan(self) -> ConnectPlan:
+        assert self._plan is not None  # made when authentication succeeded
+        return self._plan
+
+    def _connect(self, step: Step) -> None:
+        """The plan's next attempt, or the end: the backend's own refusal verbatim when it
+        had the last word, else 08006 with every reason in the log."""
+        if isinstance(step, GiveUp):
+            refusal = self._refusal
+            if step.refusal is not None and refusal is not None:
+                # As PostgreSQL: authentication succeeded, then InitPostgres refused.
+                self._close(
+                    self._auth_ok() + refusal.error_message,
+                    cmd.Log(cmd.Level.FATAL, refusal.error.message),
+                )
+                return
+            raise backend_unavailable(step.detail)
+        address = self.backend.addresses[step.host]
+        self._address = address
+        self._backend_login = None
+        self._emit(
+            cmd.SetTimeout(address.connect_timeout),
+            cmd.ConnectBackend(self._startup(), address, step, self.auth.scram_keys),
+        )
+
+    def _retry(self, step: Step) -> None:
+        self._move(Input.BACKEND_RETRY)
+        self._connect(step)
 
     def _backend_event(
         self,
         event: ev.BackendConnected
         | ev.BackendUnreachable
+        | ev.BackendTlsRefused
+        | ev.BackendLinkFailed
         | ev.BackendReused
         | ev.BackendData
         | ev.BackendEof,
     ) -> None:
-        where = self.backend.describe()
+        plan = self._backend_plan()
         if isinstance(event, ev.BackendUnreachable):
-            raise backend_unavailable(f"{where}: {event.reason}")
-        if isinstance(event, ev.BackendEof):
-            raise backend_unavailable(f"{where}: server closed the connection during login")
-        if isinstance(event, ev.BackendReused):
-            self._logged_in(event.login)
-            return
-        if isinstance(event, ev.BackendConnected):
-            startup = self._startup()
-            backend = self.backend
-            login = backend_login(backend, startup.user, startup.params, self.auth.scram_keys)
-            self._backend_login = login
-            self._emit(cmd.SetTimeout(backend.connect_timeout), cmd.SendToBackend(login.startup()))
-            return
-        assert self._backend_login is not None
-        reply, outcome = self._backend_login.receive(event.data)
-        if reply:
-            self._emit(cmd.SendToBackend(reply))
-        if isinstance(outcome, LoginFailed):
-            # As PostgreSQL: authentication succeeded, then InitPostgres refused.
-            self._close(
-                self._auth_ok() + outcome.error_message,
-                cmd.Log(cmd.Level.FATAL, outcome.error.message),
+            self._retry(plan.unreachable(event.reason))
+        elif isinstance(event, ev.BackendTlsRefused):
+            self._retry(plan.tls_refused())
+        elif isinstance(event, ev.BackendLinkFailed):
+            if event.final:
+                raise backend_unavailable("\n".join((*plan.reasons, event.reason)))
+            self._retry(plan.link_failed(event.reason))
+        elif isinstance(event, ev.BackendEof):
+            where = self._address.describe() if self._address is not None else "backend"
+            raise backend_unavailable(
+                "\n".join((*plan.reasons, f"{where}: server closed the connection unexpectedly"))
             )
-        elif outcome is not None:
-            self._logged_in(outcome)
+        elif isinstance(event, ev.BackendReused):
+            self._checked_login(event.login, terminate=False)
+        elif isinstance(event, ev.BackendConnected):
+            startup = self._startup()
+            address = self._address
+            assert address is not None
+            login = self.backend.login(
+                address, startup.user, startup.params, event.link, self.auth.scram_keys
+            )
+            self._backend_login = login
+            self._emit(cmd.SetTimeout(address.connect_timeout), cmd.SendToBackend(login.startup()))
+        else:
+            assert self._backend_login is not None
+            reply, outcome = self._backend_login.receive(event.data)
+            if reply:
+                self._emit(cmd.SendToBackend(reply))
+            if isinstance(outcome, LoginFailed):
+                self._refusal = outcome
+                error = outcome.error
+                self._retry(
+                    plan.login_refused(error.sqlstate, error.message, outcome.error_message)
+                )
+            elif outcome is not None:
+                self._checked_login(outcome, terminate=True)
+
+    def _checked_login(self, login: LoginComplete, *, terminate: bool) -> None:
+        """CONNECTION_CHECK_TARGET: keep this server, or say goodbye and try the next."""
+        retry = self._backend_plan().logged_in(login.parameters)
+        if retry is None:
+            self._logged_in(login)
+            return
+        if terminate:
+            self._emit(cmd.SendToBackend(codec.terminate()))
+        self._retry(retry)
 
     def _auth_ok(self) -> bytes:
         return self.auth.before_ok + codec.authentication_ok()
@@ -891,7 +938,6 @@ __all__ = [
     "Input",
     "LoginMachine",
     "State",
-    "backend_login",
     "backend_unavailable",
     "mock_iterations",
 ]

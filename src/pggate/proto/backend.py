@@ -22,7 +22,7 @@ password over a link that is neither TLS nor a local socket unless ``require_aut
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -62,7 +62,6 @@ class LoginFailed:
     error_message: bytes
 
 
-
 ChannelBinding = Literal["disable", "prefer", "require"]
 
 # libpq's AUTH_REQ codes grouped as require_auth names them (fe-connect.c pqConnectOptions2).
@@ -73,37 +72,27 @@ REQUIRE_AUTH_METHODS: Final[Mapping[str, frozenset[int]]] = {
     "sspi": frozenset({codes.AUTH_SSPI, codes.AUTH_GSS_CONTINUE}),
     "scram-sha-256": frozenset({codes.AUTH_SASL, codes.AUTH_SASL_CONTINUE, codes.AUTH_SASL_FINAL}),
 }
-_ALL_METHODS: Final = frozenset().union(*REQUIRE_AUTH_METHODS.values())
 DEFAULT_MAX_ITERATIONS: Final = 100_000
 
 
 @dataclass(frozen=True, slots=True)
 class RequireAuth:
-    """A validated ``require_auth``: the requests the server may make (fe-connect.c builds
-    the same ``allowed_auth_methods`` bitmask) and whether it must authenticate at all."""
+    """A validated ``require_auth`` as the requests the server may make (the same
+    ``allowed_auth_methods`` bitmask fe-connect.c builds) and whether it must authenticate."""
 
     text: str
     allowed: frozenset[int]
     auth_required: bool
-    negated: bool
+    names_password: bool  # "password" listed itself: pggate's cleartext rule (see above)
 
     @classmethod
-    def from_names(cls, text: str, names: list[str], *, negated: bool) -> RequireAuth:
-        """``names`` without their ``!`` (all negated or none, as the parser checked)."""
-        allowed = set(_ALL_METHODS) if negated else set()
-        auth_required = ("none" in names) if negated else ("none" not in names)
-        for name in names:
-            if name == "none":
-                continue
-            if negated:
-                allowed -= REQUIRE_AUTH_METHODS[name]
-            else:
-                allowed |= REQUIRE_AUTH_METHODS[name]
-        return cls(text, frozenset(allowed), auth_required, negated)
-
-    def names_cleartext(self) -> bool:
-        """The setting lists ``password`` itself (not merely by leaving it un-negated)."""
-        return not self.negated and codes.AUTH_CLEARTEXT_PASSWORD in self.allowed
+    def from_methods(
+        cls, text: str, methods: Iterable[str], *, allow_none: bool, names_password: bool
+    ) -> RequireAuth:
+        """From the conninfo's method names (``oauth``, which pggate never answers, allows
+        no request: a SASL request then fails as a SCRAM-only list would)."""
+        allowed = frozenset().union(*(REQUIRE_AUTH_METHODS.get(m, frozenset()) for m in methods))
+        return cls(text, allowed, not allow_none, names_password)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +127,7 @@ _AREQ_DESCRIPTION: Final[Mapping[int, str]] = {
     codes.AUTH_SASL_CONTINUE: "server requested SASL authentication",
     codes.AUTH_SASL_FINAL: "server requested SASL authentication",
 }
+
 
 @dataclass(slots=True)
 class BackendLogin:
@@ -237,8 +227,7 @@ class BackendLogin:
                     )
             elif request not in REQUIRE_AUTH_METHODS["scram-sha-256"]:
                 raise _login_error(
-                    "channel binding required but not supported by server's authentication "
-                    "request"
+                    "channel binding required but not supported by server's authentication request"
                 )
 
     def _answer(self, request: int, payload: bytes) -> bytes:
@@ -271,7 +260,7 @@ class BackendLogin:
         if request == codes.AUTH_CLEARTEXT_PASSWORD:
             link = self.link
             required = self.policy.require_auth
-            if not (link.tls or link.local) and not (required and required.names_cleartext()):
+            if not (link.tls or link.local) and not (required and required.names_password):
                 raise _login_error(
                     "server requested a cleartext password over an unencrypted connection; "
                     "pggate does not send it unless the backend conninfo says "
@@ -297,8 +286,7 @@ class BackendLogin:
             if mechanism == codes.SCRAM_SHA_256_PLUS:
                 if not tls:
                     raise ScramClientError(
-                        "server offered SCRAM-SHA-256-PLUS authentication over a non-SSL "
-                        "connection"
+                        "server offered SCRAM-SHA-256-PLUS authentication over a non-SSL connection"
                     )
                 plus = plus or binding_policy != "disable"
             elif mechanism == codes.SCRAM_SHA_256:
@@ -320,6 +308,9 @@ class BackendLogin:
         else:
             raise _no_credentials(codes.AUTH_SASL)
         if plus:
+            if self.link.end_point_hash is None:
+                # fe-secure-openssl.c pgtls_get_peer_certificate_hash, e.g. for Ed25519.
+                raise ScramClientError("could not find digest for NID UNDEF")
             binding = Binding.BOUND
         elif tls and binding_policy != "disable":
             binding = Binding.NOT_OFFERED

@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from pggate.conninfo import BackendAddress
+from pggate.hop.route import Route
 from pggate.server import workers
 
 log = logging.getLogger("pggate.gateway")
@@ -23,7 +24,8 @@ class CancelTarget:
     key: bytes
     backend_pid: int
     backend_key: bytes
-    backend: BackendAddress
+    backend: BackendAddress  # the host the session runs on
+    route: Route  # how it was reached (TLS settings), as of the session's snapshot
 
 
 @dataclass(slots=True)
@@ -38,7 +40,12 @@ class CancelKeys:
     targets: dict[int, CancelTarget] = field(default_factory=dict)
 
     def register(
-        self, key_length: int, backend_pid: int, backend_key: bytes, backend: BackendAddress
+        self,
+        key_length: int,
+        backend_pid: int,
+        backend_key: bytes,
+        backend: BackendAddress,
+        route: Route,
     ) -> tuple[int, bytes]:
         # The low bits name the worker process that owns the session (see workers.py).
         random_bits = 31 - workers.WORKER_BITS
@@ -48,7 +55,7 @@ class CancelKeys:
             if pid not in self.targets:
                 break
         key = secrets.token_bytes(key_length)
-        self.targets[pid] = CancelTarget(key, backend_pid, backend_key, backend)
+        self.targets[pid] = CancelTarget(key, backend_pid, backend_key, backend, route)
         return pid, key
 
     def match(self, pid: int, key: bytes) -> CancelTarget | None:

@@ -4,33 +4,54 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from pggate.conninfo import BackendAddress
+from pggate.hop.route import DEFAULT_ROLE, Route
 from pggate.proto import codec, query
 from pggate.proto.backend import LoginFailed
 from pggate.server import upstream
-
-DEFAULT_ROLE = "postgres"
-
+from pggate.server.link import LinkFacts
 
 Rows = list[list[str | None]]
 
 
-async def run_query(address: BackendAddress, sql: str) -> Rows:
-    """Run one fixed query as pggate's own role and return its rows."""
-    rows, _ = await run_query_reporting(address, sql)
+async def run_query(route: Route, sql: str, address: BackendAddress | None = None) -> Rows:
+    """Run one fixed query as pggate's own role and return its rows (on ``address`` when
+    given, else where the conninfo's rules lead)."""
+    rows, _ = await run_query_reporting(route, sql, address)
     return rows
 
 
-async def run_query_reporting(address: BackendAddress, sql: str) -> tuple[Rows, Mapping[str, str]]:
+async def run_query_reporting(
+    route: Route, sql: str, address: BackendAddress | None = None
+) -> tuple[Rows, Mapping[str, str]]:
     """run_query, plus the ParameterStatus values the backend reported at login."""
-    role = address.user or DEFAULT_ROLE
+    found = await run_query_on(route, sql, address)
+    return found.rows, found.parameters
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A catalog query's rows, and what its login learned: the ParameterStatus values, the
+    host it ran on and the link (TLS or not)."""
+
+    rows: Rows
+    parameters: Mapping[str, str]
+    address: BackendAddress
+    link: LinkFacts
+
+
+async def run_query_on(route: Route, sql: str, address: BackendAddress | None = None) -> Found:
+    """run_query with everything the login learned (``check --connect`` shows it)."""
+    target = route.target
+    role = target.user or DEFAULT_ROLE
     params = {
         "user": role,
-        "database": address.dbname or role,
-        "application_name": address.application_name,
+        "database": target.dbname or role,
+        "application_name": target.application_name,
     }
-    session = await upstream.login(address, role, params)
+    session = await upstream.login(route, role, params, address)
     if isinstance(session, LoginFailed):
         raise upstream.backend_unavailable(
             f"catalog login as {role!r} failed: {session.error.message}"
@@ -38,7 +59,7 @@ async def run_query_reporting(address: BackendAddress, sql: str) -> tuple[Rows, 
     result = query.QueryResult()
     try:
         session.transport.write(query.simple_query(sql))
-        async with asyncio.timeout(address.connect_timeout):
+        async with asyncio.timeout(route.connect_timeout):
             while not result.receive(session.protocol.take()):
                 if not await session.protocol.wait_for_data():
                     raise upstream.backend_unavailable("backend closed during catalog query")
@@ -49,24 +70,26 @@ async def run_query_reporting(address: BackendAddress, sql: str) -> tuple[Rows, 
         session.transport.close()
     if result.error is not None:
         raise upstream.backend_unavailable(f"catalog query failed: {result.error.get('M')}")
-    return result.rows, session.login.parameters
+    return Found(result.rows, session.login.parameters, session.address, session.link)
 
 
-async def role_memberships(address: BackendAddress, user: str) -> frozenset[str]:
+async def role_memberships(route: Route, user: str) -> frozenset[str]:
     """All roles ``user`` is a member of (itself included), for ``+role``/``samerole``."""
     try:
         sql = query.role_memberships_sql(user)
         sql.encode()
     except (UnicodeEncodeError, ValueError):
         return frozenset()  # a name the backend cannot hold belongs to no role
-    rows = await run_query(address, sql)
+    rows = await run_query(route, sql)
     return frozenset(row[0] for row in rows if row[0] is not None)
 
 
-async def terminate_backends(address: BackendAddress, pids: list[int]) -> None:
-    """pg_terminate_backend for each PID (fast shutdown); needs pggate's role to be allowed."""
+async def terminate_backends(route: Route, address: BackendAddress, pids: list[int]) -> None:
+    """pg_terminate_backend for each PID on ``address`` (fast shutdown); needs pggate's role
+    to be allowed."""
     listed = ",".join(str(int(pid)) for pid in pids)
     await run_query(
-        address,
+        route,
         f"SELECT pg_catalog.pg_terminate_backend(pid) FROM unnest(ARRAY[{listed}]::int[]) AS pid",
+        address,
     )

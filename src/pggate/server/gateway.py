@@ -12,7 +12,9 @@ from collections.abc import Sequence
 
 import psutil
 
+from pggate.conninfo import BackendAddress
 from pggate.directory import pidfile
+from pggate.hop.route import Route
 from pggate.policy import Snapshot
 from pggate.proto import codec
 from pggate.proto.errors import ClientError
@@ -148,17 +150,22 @@ class Gateway:
             return
         target = self.cancel_keys.match(pid, key)
         if target is not None:
-            await upstream.send_cancel(target.backend, target.backend_pid, target.backend_key)
+            await upstream.send_cancel(
+                target.route, target.backend, target.backend_pid, target.backend_key
+            )
 
     async def terminate_backends(self, timeout: float) -> None:
         """Fast shutdown as PostgreSQL does it: each session's backend sends its clients FATAL
         57P01 "terminating connection due to administrator command", through the relay, at a
         message boundary; pggate itself could only cut the stream mid-message."""
-        pids = sorted({target.backend_pid for target in self.cancel_keys.targets.values()})
-        if not pids:
+        hosts: dict[tuple[Route, BackendAddress], set[int]] = {}
+        for target in self.cancel_keys.targets.values():
+            hosts.setdefault((target.route, target.backend), set()).add(target.backend_pid)
+        if not hosts:
             return
         try:
-            await catalog.terminate_backends(self.snapshot.policy.backend, pids)
+            for (route, address), pids in hosts.items():
+                await catalog.terminate_backends(route, address, sorted(pids))
             async with asyncio.timeout(timeout):
                 await self.idle.wait()
         except (ClientError, TimeoutError) as exc:

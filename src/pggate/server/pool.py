@@ -27,15 +27,16 @@ from pggate.server.inbox import InboxProtocol
 
 log = logging.getLogger("pggate.pool")
 
-PoolKey = tuple[str, str, tuple[tuple[str, str], ...]]
+PoolKey = tuple[str, str, str, tuple[tuple[str, str], ...]]
 IDLE_READY = codec.ready_for_query(codes.TX_IDLE)
 TERMINATE = codec.terminate()
 RESET_TIMEOUT = 10.0
 SWEEP_INTERVAL = 5.0
 
 
-def pool_key(user: str, database: str, parameters: Mapping[str, str]) -> PoolKey:
-    return (user, database, tuple(sorted(parameters.items())))
+def pool_key(host: str, user: str, database: str, parameters: Mapping[str, str]) -> PoolKey:
+    """Backends are reused per backend host, role, database and startup parameters."""
+    return (host, user, database, tuple(sorted(parameters.items())))
 
 
 @dataclass(slots=True)

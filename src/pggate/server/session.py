@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import random
 import socket
 import time
 from collections import deque
@@ -22,16 +23,20 @@ from typing import TYPE_CHECKING, Protocol
 from pggate import login as lm
 from pggate.login import State
 from pggate.proto import codec, codes
+from pggate.proto.backend import PLAIN_TCP
 from pggate.proto.errors import ClientError
-from pggate.server import authflow, catalog, relay, upstream
+from pggate.proto.messages import StartupMessage
+from pggate.server import authflow, catalog, link, relay
 from pggate.server.cancel_keys import CancelKeys
 from pggate.server.inbox import InboxProtocol
-from pggate.server.pool import BackendPool, pool_key
+from pggate.server.pool import BackendPool, PoolKey, pool_key
 from pggate.transport import PLAIN, Channel, ChannelError, GssError, TlsChannel
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
+    from pggate.conninfo import BackendAddress
+    from pggate.hop.route import Route
     from pggate.policy import Snapshot
 
 log = logging.getLogger("pggate.session")
@@ -70,6 +75,15 @@ class SessionHost(Protocol):
     ) -> None: ...
 
 
+def host_order(route: Route) -> list[int] | None:
+    """libpq's load_balance_hosts=random: the hosts in a random order, per connection."""
+    if route.target.load_balance_hosts != "random":
+        return None
+    order = list(range(len(route.addresses)))
+    random.shuffle(order)
+    return order
+
+
 class ClientSession(InboxProtocol):
     """The pre-relay life of one client connection."""
 
@@ -90,6 +104,8 @@ class ClientSession(InboxProtocol):
         self.backend: asyncio.Transport | None = None
         self.backend_inbox: InboxProtocol | None = None
         self.backend_created: float | None = None  # a pooled backend's first login
+        self.backend_address: BackendAddress | None = None  # the host of the backend
+        self.kept_link: link.Established | None = None  # the connection TLS was refused on
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -110,6 +126,7 @@ class ClientSession(InboxProtocol):
             ssl_enabled=self.snapshot.tls.context is not None,
             gss_enabled=self.snapshot.gss.enabled,
             local_interfaces=self.gateway.local_interfaces,
+            backend_order=host_order(policy.backend),
         )
         self.task = asyncio.get_running_loop().create_task(self._run())
         self.gateway.handshaking.add(self)
@@ -271,8 +288,13 @@ class ClientSession(InboxProtocol):
             assert self.backend is not None
             self.backend.write(command.data)
         elif isinstance(command, lm.RegisterCancelKey):
+            assert self.backend_address is not None
             pid, key = gateway.cancel_keys.register(
-                command.key_length, command.backend_pid, command.backend_key, policy.backend
+                command.key_length,
+                command.backend_pid,
+                command.backend_key,
+                self.backend_address,
+                policy.backend,
             )
             return self._feed(lm.CancelKeyIssued(pid, key))
         elif isinstance(command, lm.StartRelay):
@@ -391,21 +413,43 @@ class ClientSession(InboxProtocol):
         return lm.GssExchangeReady(exchange)
 
     async def _connect_backend(self, command: lm.ConnectBackend) -> list[lm.Command]:
-        """A pooled backend for this role, database and parameters, or a new connection."""
+        """Carry out one attempt of the machine's plan: a pooled backend for this host, role,
+        database and parameters, or a new link (TLS as the attempt says)."""
         policy = self.snapshot.policy
-        startup = command.startup
-        if policy.config.pool_mode == "session":
-            reused = self.gateway.pool.acquire(
-                pool_key(startup.user, startup.database, startup.params)
-            )
+        startup, address, attempt = command.startup, command.address, command.attempt
+        kept, self.kept_link = self.kept_link, None
+        if self.backend is not None and not attempt.same_connection:
+            self.backend.close()
+            self.backend = self.backend_inbox = None
+        self.backend_address = address
+        if policy.config.pool_mode == "session" and not attempt.same_connection:
+            reused = self.gateway.pool.acquire(self._pool_key(startup))
             if reused is not None:
                 self.backend, self.backend_created = reused.transport, reused.created
                 return self._feed(*self._client_so_far(), lm.BackendReused(reused.login))
+        self.backend_created = None
         try:
-            self.backend, self.backend_inbox = await upstream.open_connection(policy.backend)
-        except OSError as exc:
+            established = await link.establish(address, attempt, policy.backend.tls, kept)
+        except link.Unreachable as exc:
             return self._feed(lm.BackendUnreachable(str(exc)))
-        return self._feed(lm.BackendConnected())
+        except link.TlsRefused as exc:
+            self.backend, self.backend_inbox = exc.transport, exc.protocol
+            self.kept_link = link.Established(exc.transport, exc.protocol, PLAIN_TCP)
+            return self._feed(lm.BackendTlsRefused())
+        except link.LinkFailed as exc:
+            return self._feed(lm.BackendLinkFailed(str(exc)))
+        except link.LinkBroken as exc:
+            return self._feed(lm.BackendLinkFailed(str(exc), final=True))
+        self.backend, self.backend_inbox = established.transport, established.protocol
+        return self._feed(lm.BackendConnected(established.security))
+
+    def _pool_key(self, startup: StartupMessage) -> PoolKey:
+        """Pooled backends are per host: a pooled connection is only ever reused on the host
+        the plan's attempt names (and then judged against target_session_attrs again)."""
+        assert self.backend_address is not None
+        return pool_key(
+            self.backend_address.describe(), startup.user, startup.database, startup.params
+        )
 
     def _start_relay(self, command: lm.StartRelay) -> None:
         machine = self.machine
@@ -416,7 +460,7 @@ class ClientSession(InboxProtocol):
         if self.snapshot.policy.config.pool_mode == "session":
             created = self.backend_created
             observer = self.gateway.pool.watch(
-                pool_key(startup.user, startup.database, startup.params),
+                self._pool_key(startup),
                 command.login,
                 time.monotonic() if created is None else created,
             )

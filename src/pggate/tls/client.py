@@ -376,6 +376,19 @@ def _load_client_certificate_fallback(
         ) from exc
 
 
+@dataclass(frozen=True, slots=True)
+class BackendTls:
+    """The backend TLS of one snapshot: libpq's settings and the context built from them."""
+
+    settings: BackendTlsSettings
+    context: ssl.SSLContext
+
+    @classmethod
+    def build(cls, settings: BackendTlsSettings) -> BackendTls:
+        """Once per configuration (BackendTlsConfigError names the file and libpq's reason)."""
+        return cls(settings, build_client_context(settings))
+
+
 def server_hostname_for_sni(host: str, settings: BackendTlsSettings) -> str | None:
     """The ``server_hostname`` to give ``wrap_bio``/``start_tls``: libpq sends SNI when
     ``sslsni=1`` and ``host`` is neither empty nor an IP literal (only digits and dots, or any
@@ -467,6 +480,7 @@ def peer_end_point_hash(cert_der: bytes) -> bytes:
 
 
 __all__ = [
+    "BackendTls",
     "BackendTlsConfigError",
     "BackendTlsSettings",
     "HandshakeFacts",
