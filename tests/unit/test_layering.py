@@ -30,7 +30,12 @@ def forbidden_imports(source: str, label: str) -> list[str]:
     return found
 
 
-MODULES = sorted(p for package in SANS_IO for p in (SRC / package).rglob("*.py"))
+# hop/plan.py is sans-IO too; hop/route.py builds TLS contexts from files, so it is loading.
+SANS_IO_MODULES = ("hop/plan.py",)
+MODULES = sorted(
+    [p for package in SANS_IO for p in (SRC / package).rglob("*.py")]
+    + [SRC / module for module in SANS_IO_MODULES]
+)
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda p: str(p.relative_to(SRC)))
