@@ -325,9 +325,15 @@ def start_postgres(base: Path, tls: tuple[Path, Path, Path], max_conn: int,
     return cluster
 
 
+def backend_host(cluster: BenchCluster, backend_tls: bool) -> str:
+    """Where the proxies reach PostgreSQL: its Unix socket, or with --backend-tls its TCP
+    port (TLS; the ``hostssl`` line trusts 127.0.0.1)."""
+    return "127.0.0.1" if backend_tls else str(cluster.socket_dir)
+
+
 def start_pgbouncer(base: Path, tls: tuple[Path, Path, Path], cluster: BenchCluster,
-                    max_clients: int, run_as: str | None, port: int | None = None
-                    ) -> tuple[subprocess.Popen[bytes], int, Path]:
+                    max_clients: int, run_as: str | None, port: int | None = None,
+                    backend_tls: bool = False) -> tuple[subprocess.Popen[bytes], int, Path]:
     """Start PgBouncer (again, on the same port, when ``port`` is given)."""
     directory = base / "pgbouncer"
     directory.mkdir(mode=0o755, exist_ok=True)
@@ -342,7 +348,8 @@ def start_pgbouncer(base: Path, tls: tuple[Path, Path, Path], cluster: BenchClus
     ini = directory / "pgbouncer.ini"
     ini.write_text(
         "[databases]\n"
-        f"postgres = host={cluster.socket_dir} port={cluster.port} dbname=postgres\n"
+        f"postgres = host={backend_host(cluster, backend_tls)} port={cluster.port} "
+        "dbname=postgres\n"
         "[pgbouncer]\n"
         "listen_addr = 127.0.0.1\n"
         f"listen_port = {port}\n"
@@ -355,7 +362,7 @@ def start_pgbouncer(base: Path, tls: tuple[Path, Path, Path], cluster: BenchClus
         "client_tls_sslmode = require\n"
         f"client_tls_cert_file = {directory / 'server.crt'}\n"
         f"client_tls_key_file = {key}\n"
-        "server_tls_sslmode = disable\n"
+        f"server_tls_sslmode = {'require' if backend_tls else 'disable'}\n"
         f"logfile = {directory / 'pgbouncer.log'}\n"
         "log_connections = 0\n"
         "log_disconnections = 0\n"
@@ -379,7 +386,8 @@ def start_pgbouncer(base: Path, tls: tuple[Path, Path, Path], cluster: BenchClus
 
 def start_pggate(base: Path, tls: tuple[Path, Path, Path], cluster: BenchCluster,
                  max_clients: int, extra: list[str], port: int | None = None,
-                 keytab: Path | None = None) -> tuple[subprocess.Popen[bytes], int, Path]:
+                 keytab: Path | None = None, backend_tls: bool = False
+                 ) -> tuple[subprocess.Popen[bytes], int, Path]:
     """Start pggate (again, on the same port, when ``port`` is given)."""
     directory = base / "pggate"
     directory.mkdir(mode=0o755, exist_ok=True)
@@ -387,7 +395,8 @@ def start_pggate(base: Path, tls: tuple[Path, Path, Path], cluster: BenchCluster
         shutil.copy(src, directory / src.name)
     os.chmod(directory / "server.key", 0o600)
     port = port or free_port()
-    backend = f"host={cluster.socket_dir} port={cluster.port} user=postgres dbname=postgres"
+    backend = (f"host={backend_host(cluster, backend_tls)} port={cluster.port} user=postgres "
+               f"dbname=postgres sslmode={'require' if backend_tls else 'disable'}")
     (directory / "pggate.conf").write_text(
         "listen_addresses = '127.0.0.1'\n"
         f"port = {port}\n"
@@ -504,25 +513,27 @@ def environment(args: argparse.Namespace) -> Iterator[Setup]:
                       krb5_conf=krb5_conf, gss_ccache=ccache)
 
         log("PgBouncer: start")
-        bouncer, bport, blog = start_pgbouncer(base, tls, cluster, max_w4 + 200, run_as)
+        bouncer, bport, blog = start_pgbouncer(base, tls, cluster, max_w4 + 200, run_as,
+                                               backend_tls=args.backend_tls)
         setup.procs["pgbouncer"], setup.logs["pgbouncer"] = bouncer, blog
         stack.callback(lambda: stop_process(setup.procs["pgbouncer"], signal.SIGTERM))
 
         log("pggate: start")
         gate, gport, glog = start_pggate(base, tls, cluster, max_w4 + 200, args.pggate_setting,
-                                         keytab=keytab)
+                                         keytab=keytab, backend_tls=args.backend_tls)
         setup.procs["pggate"], setup.logs["pggate"] = gate, glog
         stack.callback(lambda: stop_process(setup.procs["pggate"], signal.SIGINT, 60))
 
         def restart_pgbouncer() -> None:
             stop_process(setup.procs["pgbouncer"], signal.SIGTERM)
             setup.procs["pgbouncer"] = start_pgbouncer(base, tls, cluster, max_w4 + 200, run_as,
-                                                       bport)[0]
+                                                       bport, args.backend_tls)[0]
 
         def restart_pggate() -> None:
             stop_process(setup.procs["pggate"], signal.SIGINT, 60)
             setup.procs["pggate"] = start_pggate(base, tls, cluster, max_w4 + 200,
-                                                 args.pggate_setting, gport, keytab)[0]
+                                                 args.pggate_setting, gport, keytab,
+                                                 args.backend_tls)[0]
 
         setup.restart = {"pgbouncer": restart_pgbouncer, "pggate": restart_pggate}
         setup.targets = {
@@ -986,6 +997,9 @@ def run(args: argparse.Namespace) -> int:
             f"RLIMIT_NOFILE {nofile}",
             "- TLS negotiated: " + "; ".join(
                 f"{LABELS[t]}: {tls_cipher(setup, t)}" for t in TARGETS),
+            "- proxies reach PostgreSQL "
+            + ("over TCP with TLS (sslmode=require, --backend-tls)" if args.backend_tls
+               else "over its Unix socket"),
             *(["- W1-GSS, W3-GSS: W1 and W3 over GSSAPI encryption (MIT Kerberos realm of "
                "tests/integration/kdc.py on 127.0.0.1, service principal postgres/localhost, "
                "`hostgssenc ... trust`; libpq host=localhost hostaddr=127.0.0.1 "
@@ -1125,6 +1139,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "--full)")
     gss.add_argument("--no-gss", dest="gss", action="store_false",
                      help="no GSS workloads, not even with --full")
+    p.add_argument("--backend-tls", action="store_true",
+                   help="PgBouncer and pggate reach PostgreSQL over TCP with TLS "
+                        "(sslmode=require) instead of its Unix socket")
     p.add_argument("--json", metavar="FILE", help="also write all samples as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = p.parse_args(argv)
