@@ -122,12 +122,15 @@ class ConnectBackend:
     :class:`~pggate.login.events.BackendReused`) or a new link (``BackendConnected``, or
     ``BackendUnreachable`` / ``BackendTlsRefused`` / ``BackendLinkFailed``). The executor
     drops the backend it holds first, unless ``attempt.same_connection``. ``scram_keys`` are
-    for the pool key only; the machine answers the backend's SCRAM with them itself."""
+    for the pool key only; the machine answers the backend's SCRAM with them itself.
+    ``refresh``: a pooled backend must report its current ParameterStatus first
+    (:class:`~pggate.proto.backend.LoginRefresh`), because target_session_attrs judges it."""
 
     startup: StartupMessage
     address: BackendAddress
     attempt: Attempt
     scram_keys: tuple[bytes, bytes] | None = field(default=None, repr=False)
+    refresh: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,7 +66,6 @@ IMPLEMENTED_METHODS: Final = (
 # Room for the type byte's message: the largest token plus its length word.
 MAX_RESPONSE_LENGTH: Final = codes.MAX_AUTH_TOKEN_LENGTH + 4
 # ReadyForQuery is the burst's last message: type, length word, status.
-_READY_FOR_QUERY_SIZE: Final = 6
 _MITM_DETAIL: Final = (
     "This could be either a client-software bug or evidence of an attempted man-in-the-middle "
     "attack."
@@ -800,7 +799,13 @@ class LoginMachine:
         self._backend_login = None
         self._emit(
             cmd.SetTimeout(address.connect_timeout),
-            cmd.ConnectBackend(self._startup(), address, step, self.auth.scram_keys),
+            cmd.ConnectBackend(
+                self._startup(),
+                address,
+                step,
+                self.auth.scram_keys,
+                refresh=self._backend_plan().wanted != "any",
+            ),
         )
 
     def _retry(self, step: Step) -> None:
@@ -892,10 +897,10 @@ class LoginMachine:
         # The burst ends with ReadyForQuery; BackendKeyData goes just before it, as in
         # PostgreSQL. The backend's own key stays inside pggate.
         burst = login.burst
-        ready = burst[-_READY_FOR_QUERY_SIZE:]
+        ready = burst[-codes.READY_FOR_QUERY_SIZE :]
         greeting = (
             self._auth_ok()
-            + burst[:-_READY_FOR_QUERY_SIZE]
+            + burst[: -codes.READY_FOR_QUERY_SIZE]
             + codec.backend_key_data(event.pid, event.key)
             + ready
             + login.leftover

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from pggate.proto import codec, codes, password_math
+from pggate.proto import codec, codes, password_math, query
 from pggate.proto.errors import ClientError, ProtocolViolation
 from pggate.proto.scram_client import Binding, ScramClient, ScramClientError, ScramKeys
 
@@ -324,6 +324,54 @@ class BackendLogin:
         )
         first = self._scram.client_first()
         return codec.sasl_initial_response(self._scram.mechanism, first)
+
+
+@dataclass(slots=True)
+class LoginRefresh:
+    """What a pooled backend reports *now*: an idle connection hears no news, so before it is
+    judged against target_session_attrs again, an empty query makes the server send the
+    ParameterStatus of anything that changed (``in_hot_standby`` after a promotion, a reloaded
+    ``default_transaction_read_only``) ahead of its ReadyForQuery (postgres.c ReadyForQuery,
+    ReportChangedGUCOptions). The refreshed login carries them, in its parameters and in the
+    greeting the next client gets, just before ReadyForQuery."""
+
+    login: LoginComplete
+    _buffer: bytearray = field(default_factory=bytearray)
+    _statuses: bytearray = field(default_factory=bytearray)
+    _reported: dict[str, str] = field(default_factory=dict)
+
+    @staticmethod
+    def request() -> bytes:
+        return query.simple_query("")
+
+    def receive(self, data: bytes) -> LoginComplete | None:
+        """Feed the backend's answer; the refreshed login once ReadyForQuery arrives."""
+        self._buffer += data
+        while True:
+            parsed, consumed = codec.read_message(self._buffer, max_length=MAX_LOGIN_MESSAGE_LENGTH)
+            if parsed is None:
+                return None
+            raw = bytes(self._buffer[:consumed])
+            del self._buffer[:consumed]
+            kind, body = parsed
+            if kind == codes.MSG_ERROR_RESPONSE:
+                error = codec.client_error_from_fields(codec.parse_error_fields(body))
+                raise _login_error(f"pooled backend refused an empty query: {error.message}")
+            if kind == codes.MSG_PARAMETER_STATUS:
+                name, value = codec.parse_parameter_status(body)
+                self._reported[name] = value
+                self._statuses += raw
+            elif kind == codes.MSG_READY_FOR_QUERY:
+                login = self.login
+                cut = len(login.burst) - codes.READY_FOR_QUERY_SIZE
+                return LoginComplete(
+                    login.burst[:cut] + bytes(self._statuses) + login.burst[cut:],
+                    login.backend_pid,
+                    login.backend_key,
+                    login.leftover,
+                    {**login.parameters, **self._reported},
+                )
+            # EmptyQueryResponse and notices say nothing the next client needs.
 
 
 def _login_error(detail: str) -> ClientError:

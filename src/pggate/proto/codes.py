@@ -52,6 +52,8 @@ MSG_NOTICE_RESPONSE = b"N"
 MSG_NEGOTIATE_PROTOCOL_VERSION = b"v"
 MSG_PARAMETER_STATUS = b"S"
 MSG_READY_FOR_QUERY = b"Z"
+# ReadyForQuery is always 6 bytes: type, Int32 length 5, transaction status.
+READY_FOR_QUERY_SIZE = 6
 
 # Frontend message types (client -> server).
 MSG_PASSWORD = b"p"  # also GSSResponse, SASLInitialResponse, SASLResponse

@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Protocol
 from pggate import login as lm
 from pggate.login import State
 from pggate.proto import codec, codes
-from pggate.proto.backend import PLAIN_TCP
+from pggate.proto.backend import PLAIN_TCP, LoginComplete, LoginRefresh
 from pggate.proto.errors import ClientError
 from pggate.proto.messages import StartupMessage
 from pggate.server import authflow, catalog, link, relay
 from pggate.server.cancel_keys import CancelKeys
 from pggate.server.inbox import InboxProtocol
-from pggate.server.pool import BackendPool, PoolKey, pool_key
+from pggate.server.pool import BackendPool, PooledBackend, PoolKey, pool_key
 from pggate.transport import PLAIN, Channel, ChannelError, GssError, TlsChannel
 
 if TYPE_CHECKING:
@@ -425,8 +425,10 @@ class ClientSession(InboxProtocol):
         if policy.config.pool_mode == "session" and not attempt.same_connection:
             reused = self.gateway.pool.acquire(self._pool_key(startup))
             if reused is not None:
-                self.backend, self.backend_created = reused.transport, reused.created
-                return self._feed(*self._client_so_far(), lm.BackendReused(reused.login))
+                login = await self._refreshed(reused) if command.refresh else reused.login
+                if login is not None:
+                    self.backend, self.backend_created = reused.transport, reused.created
+                    return self._feed(*self._client_so_far(), lm.BackendReused(login))
         self.backend_created = None
         try:
             established = await link.establish(address, attempt, policy.backend.tls, kept)
@@ -442,6 +444,22 @@ class ClientSession(InboxProtocol):
             return self._feed(lm.BackendLinkFailed(str(exc), final=True))
         self.backend, self.backend_inbox = established.transport, established.protocol
         return self._feed(lm.BackendConnected(established.security))
+
+    async def _refreshed(self, reused: PooledBackend) -> LoginComplete | None:
+        """A pooled backend's login with what its server reports now (LoginRefresh), or None
+        (it is closed) when it does not answer properly within connect_timeout."""
+        refresh = LoginRefresh(reused.login)
+        reused.transport.write(refresh.request())
+        try:
+            async with asyncio.timeout(self.snapshot.policy.backend.connect_timeout):
+                while await reused.protocol.wait_for_data():
+                    login = refresh.receive(reused.protocol.take())
+                    if login is not None:
+                        return login
+        except (TimeoutError, ClientError) as exc:
+            log.debug("pooled backend dropped: %s", exc)
+        reused.transport.close()
+        return None
 
     def _pool_key(self, startup: StartupMessage) -> PoolKey:
         """Pooled backends are per host: a pooled connection is only ever reused on the host
