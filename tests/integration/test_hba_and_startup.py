@@ -232,9 +232,7 @@ def test_authentication_timeout_closes_silent_clients(make_gateway: GatewayFacto
 
 
 def test_backend_unreachable_gives_08006(make_gateway: GatewayFactory) -> None:
-    gateway = make_gateway(
-        conf=f"backend = 'host=127.0.0.1 port={free_port()} sslmode=disable'\n"
-    )
+    gateway = make_gateway(conf=f"backend = 'host=127.0.0.1 port={free_port()} sslmode=disable'\n")
     sqlstate, _ = login_error(gateway.port)
     assert sqlstate == "08006"
     with pytest.raises(psycopg.OperationalError):  # and again: the gateway is still up

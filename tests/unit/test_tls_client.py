@@ -693,7 +693,13 @@ def test_server_refusing_alpn(factory: CertFactory, server: Issued) -> None:
 def test_describe_other_handshake_errors() -> None:
     settings = BackendTlsSettings()
     eof = ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF occurred in violation of protocol (_ssl.c:1)")
-    assert describe_handshake_error(eof, settings) == "SSL SYSCALL error: EOF detected"
+    expected_eof = (
+        "SSL error: unexpected eof while reading"
+        if ssl.OPENSSL_VERSION_INFO >= (3,)
+        else "SSL SYSCALL error: EOF detected"
+    )
+    assert describe_handshake_error(eof, settings) == expected_eof
+    assert describe_handshake_error(ConnectionResetError(), settings) == expected_eof
     reset = ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
     assert describe_handshake_error(reset, settings) == (
         "SSL SYSCALL error: Connection reset by peer"

@@ -183,6 +183,12 @@ class ConnectPlan:
         nxt = self._next_method()
         return nxt if nxt is not None else self._give_up()
 
+    def broken(self, reason: str) -> GiveUp:
+        """A failure libpq does not retry at all (its ``error_return``): the end, this host
+        named with its reason."""
+        self._note(reason)
+        return self._give_up()
+
     def login_refused(self, sqlstate: str, message: str, error_body: bytes) -> Step:
         """The server sent an ErrorResponse before the login completed."""
         self._note(message)

@@ -829,12 +829,11 @@ class LoginMachine:
             self._retry(plan.tls_refused())
         elif isinstance(event, ev.BackendLinkFailed):
             if event.final:
-                raise backend_unavailable("\n".join((*plan.reasons, event.reason)))
+                raise backend_unavailable(plan.broken(event.reason).detail)
             self._retry(plan.link_failed(event.reason))
         elif isinstance(event, ev.BackendEof):
-            where = self._address.describe() if self._address is not None else "backend"
             raise backend_unavailable(
-                "\n".join((*plan.reasons, f"{where}: server closed the connection unexpectedly"))
+                plan.broken("server closed the connection unexpectedly").detail
             )
         elif isinstance(event, ev.BackendReused):
             self._checked_login(event.login, terminate=False)
@@ -849,7 +848,11 @@ class LoginMachine:
             self._emit(cmd.SetTimeout(address.connect_timeout), cmd.SendToBackend(login.startup()))
         else:
             assert self._backend_login is not None
-            reply, outcome = self._backend_login.receive(event.data)
+            try:
+                reply, outcome = self._backend_login.receive(event.data)
+            except ClientError as err:  # pggate's own refusal (require_auth, ...): libpq's
+                err.log_detail = plan.broken(err.log_detail or err.message).detail
+                raise
             if reply:
                 self._emit(cmd.SendToBackend(reply))
             if isinstance(outcome, LoginFailed):

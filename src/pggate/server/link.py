@@ -208,14 +208,14 @@ async def start_tls(
     except TimeoutError:
         transport.close()
         raise Unreachable("timeout expired") from None
-    except (UnicodeError, ValueError) as exc:  # a name Python cannot put in SNI
-        transport.close()
-        raise LinkFailed(f"could not set SSL Server Name Indication (SNI): {exc}") from None
-    except (ssl.SSLError, OSError) as exc:
+    except (ssl.SSLError, OSError) as exc:  # first: SSLCertVerificationError is a ValueError
         transport.close()
         detail = getattr(exc, "verify_message", None)
         text = client.describe_handshake_error(exc, tls.settings)
         raise LinkFailed(f"{text}: {detail}" if detail else text) from None
+    except (UnicodeError, ValueError) as exc:  # a name Python cannot put in SNI
+        transport.close()
+        raise LinkFailed(f"could not set SSL Server Name Indication (SNI): {exc}") from None
     if secured is None:  # pragma: no cover - only when the transport closed underneath
         raise LinkFailed("SSL SYSCALL error: EOF detected")
     ssl_object: ssl.SSLObject | None = secured.get_extra_info("ssl_object")

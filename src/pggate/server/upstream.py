@@ -58,7 +58,7 @@ async def connect(
         except link.LinkFailed as exc:
             step = plan.link_failed(str(exc))
         except link.LinkBroken as exc:
-            raise backend_unavailable("\n".join((*plan.reasons, str(exc)))) from None
+            raise backend_unavailable(plan.broken(str(exc)).detail) from None
 
 
 async def login(
@@ -82,6 +82,10 @@ async def login(
             transport.close()
             step = plan.unreachable("timeout expired")
             continue
+        except ClientError as err:  # pggate's own refusal (require_auth, ...), host named
+            transport.close()
+            err.log_detail = plan.broken(err.log_detail or err.message).detail
+            raise
         except BaseException:
             transport.close()
             raise

@@ -442,10 +442,20 @@ def describe_handshake_error(exc: BaseException, settings: BackendTlsSettings) -
     """libpq's text (``open_client_SSL``) for a handshake that raised ``exc``: ``SSL error:
     <OpenSSL reason>`` (a failed verification is ``SSL error: certificate verify failed``;
     the reason itself is ``exc.verify_message``), plus the protocol-range line after a version
-    failure; ``SSL SYSCALL error: ...`` for EOF and socket errors."""
+    failure; ``SSL SYSCALL error: ...`` for socket errors. An EOF mid-handshake is OpenSSL 3's
+    ``unexpected eof while reading`` (SSL_R_UNEXPECTED_EOF_WHILE_READING, what libpq 18 prints
+    there), older OpenSSL's ``SSL SYSCALL error: EOF detected``; asyncio reports it as
+    SSLEOFError or as a ConnectionResetError without an errno."""
     if isinstance(exc, ssl.SSLZeroReturnError):
         return f"unrecognized SSL error code: {ssl.SSL_ERROR_ZERO_RETURN}"
-    if isinstance(exc, ssl.SSLEOFError | ssl.SSLSyscallError):
+    eof = isinstance(exc, ssl.SSLEOFError) or (
+        isinstance(exc, ConnectionResetError) and exc.errno is None
+    )
+    if eof:
+        if ssl.OPENSSL_VERSION_INFO >= (3,):
+            return "SSL error: unexpected eof while reading"
+        return "SSL SYSCALL error: EOF detected"
+    if isinstance(exc, ssl.SSLSyscallError):
         return "SSL SYSCALL error: EOF detected"
     if isinstance(exc, ssl.SSLError):
         text = f"SSL error: {_reason(exc)}"
