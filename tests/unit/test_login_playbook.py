@@ -394,11 +394,6 @@ def test_scram_eof_between_messages_closes_silently() -> None:
     assert m.feed(ClientEof()) == [Close()]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CheckSASLAuth returns STATUS_ERROR when pq_getmessage fails after the type byte "
-    "(EOF in the length word or the body): PostgreSQL sends FATAL 28P01; the machine is silent",
-)
 @pytest.mark.parametrize("sent", [b"p\0\0", p(sasl_initial("SCRAM-SHA-256", b"n,,n=,r=x"))[:-2]])
 def test_scram_eof_inside_a_message_is_a_password_failure(sent: bytes) -> None:
     text = "host all all 0.0.0.0/0 scram-sha-256\n"
@@ -407,11 +402,6 @@ def test_scram_eof_inside_a_message_is_a_password_failure(sent: bytes) -> None:
     assert m.feed(ClientEof()) == [fatal("28P01", PW_FAILED, line(text))]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pq_getmessage judges the length word against PG_MAX_SASL_MESSAGE_LENGTH (1024) as "
-    "soon as it arrives; the machine reads up to 65539 bytes first and only then fails",
-)
 def test_scram_length_word_over_the_sasl_limit_fails_at_once() -> None:
     text = "host all all 0.0.0.0/0 scram-sha-256\n"
     m = scram_offered(text)
@@ -964,11 +954,6 @@ GSS_FAILED = 'GSSAPI authentication failed for user "alice"'
 GSS_FATAL = codec.error_response(ClientError("28000", GSS_FAILED))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pg_GSS_recvauth returns STATUS_ERROR when pq_getmessage refuses the length word, "
-    "so PostgreSQL sends FATAL 28000; the machine lets InvalidMessageLength close silently",
-)
 @pytest.mark.parametrize("length", [1, 70_000])
 def test_gss_bad_length_word_fails_the_method(length: int) -> None:
     m = machine("host all all 0.0.0.0/0 gss\n")
@@ -977,11 +962,6 @@ def test_gss_bad_length_word_fails_the_method(length: int) -> None:
     assert [c.error for c in out if isinstance(c, Close)] == [GSS_FATAL], out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pg_GSS_recvauth returns STATUS_ERROR at EOF too (unlike recv_password_packet's "
-    "STATUS_EOF): PostgreSQL logs and sends FATAL 28000; the machine closes silently",
-)
 @pytest.mark.parametrize("sent", [b"", p(b"client 2")[:3]], ids=["between", "inside"])
 def test_gss_eof_during_the_exchange_fails_the_method(sent: bytes) -> None:
     m = machine("host all all 0.0.0.0/0 gss\n")

@@ -660,13 +660,15 @@ class LoginMachine:
         self._emit(cmd.SendToClient(exchange.start()))
         self._password_messages()
 
-    def _next_message(self) -> tuple[bytes, bytes] | None:
-        """One typed client message, or None until more bytes come. At EOF the connection
-        closes without a word, as PostgreSQL's recv_password_packet does."""
-        parsed, consumed = codec.read_message(self._plain, max_length=MAX_RESPONSE_LENGTH)
+    def _next_message(self, max_length: int = MAX_RESPONSE_LENGTH) -> tuple[bytes, bytes] | None:
+        """One typed client message, or None until more bytes come. ``max_length`` bounds
+        the length word as pq_getmessage's ``maxlen`` (judged as soon as it arrives); at EOF
+        :class:`_ClientGone` says whether a message had begun, since the exchanges differ
+        there (see each)."""
+        parsed, consumed = codec.read_message(self._plain, max_length=max_length)
         if parsed is None:
             if self._client_eof:
-                raise SilentClose()
+                raise _ClientGone(inside=bool(self._plain))
             return None
         kind, body = parsed[0], bytes(parsed[1])
         del self._plain[:consumed]
@@ -675,8 +677,12 @@ class LoginMachine:
     def _password_messages(self) -> None:
         exchange = self._exchange
         assert exchange is not None
+        scram = isinstance(exchange, password.ScramExchange)
+        # CheckSASLAuth reads with PG_MAX_SASL_MESSAGE_LENGTH, recv_password_packet with
+        # PG_MAX_AUTH_TOKEN_LENGTH.
+        limit = codes.MAX_SASL_MESSAGE_LENGTH + 4 if scram else MAX_RESPONSE_LENGTH
         try:
-            while (message := self._next_message()) is not None:
+            while (message := self._next_message(limit)) is not None:
                 outcome = exchange.receive(*message)
                 if isinstance(outcome, password.Send):
                     self._emit(cmd.SendToClient(outcome.data))
@@ -685,16 +691,19 @@ class LoginMachine:
                 else:
                     self._password_authenticated(exchange, outcome)
                     return
-        except codec.InvalidMessageLength as err:
-            # A bad length word is pq_getmessage's EOF (logged as COMMERROR, never sent), and
-            # each caller reacts its own way: CheckSASLAuth returns STATUS_ERROR, an ordinary
-            # password failure (28P01); recv_password_packet returns STATUS_EOF and the backend
-            # exits without a word.
-            if isinstance(exchange, password.ScramExchange):
+        except (codec.InvalidMessageLength, _ClientGone) as err:
+            # A bad length word or an EOF inside a message is pq_getmessage's EOF (logged as
+            # COMMERROR, never sent), and each caller reacts its own way: CheckSASLAuth
+            # returns STATUS_ERROR, an ordinary password failure (28P01), except for an EOF
+            # where the next message type should be (STATUS_EOF); recv_password_packet
+            # returns STATUS_EOF and the backend exits without a word.
+            gone_between = isinstance(err, _ClientGone) and not err.inside
+            if scram and not gone_between:
+                detail = err.message if isinstance(err, codec.InvalidMessageLength) else None
                 raise cert.method_failure(
-                    exchange.method, self._startup().user, log_detail=err.message
+                    exchange.method, self._startup().user, log_detail=detail
                 ) from None
-            raise SilentClose(err.message) from None
+            raise SilentClose(str(err)) from None
 
     def _password_authenticated(
         self, exchange: password.Exchange, outcome: password.Success
@@ -727,17 +736,25 @@ class LoginMachine:
 
         exchange = self._gss_exchange
         assert exchange is not None
-        while (message := self._next_message()) is not None:
-            outcome = exchange.receive(*message)
-            if isinstance(outcome, gss_auth.Send):
-                self._emit(cmd.SendToClient(outcome.data))
-            elif isinstance(outcome, gss_auth.Failure):
-                if outcome.output:
-                    self._emit(cmd.SendToClient(outcome.output))
-                raise outcome.error
-            else:
-                self._gss_authenticated(outcome.principal, outcome.delegated, outcome.output)
-                return
+        try:
+            while (message := self._next_message()) is not None:
+                outcome = exchange.receive(*message)
+                if isinstance(outcome, gss_auth.Send):
+                    self._emit(cmd.SendToClient(outcome.data))
+                elif isinstance(outcome, gss_auth.Failure):
+                    if outcome.output:
+                        self._emit(cmd.SendToClient(outcome.output))
+                    raise outcome.error
+                else:
+                    self._gss_authenticated(outcome.principal, outcome.delegated, outcome.output)
+                    return
+        except (codec.InvalidMessageLength, _ClientGone) as err:
+            # pg_GSS_recvauth returns STATUS_ERROR at any EOF and when pq_getmessage refuses
+            # the length word: the method fails (FATAL 28000), unlike recv_password_packet.
+            detail = err.message if isinstance(err, codec.InvalidMessageLength) else None
+            raise cert.method_failure(
+                AuthMethod.GSS, self._startup().user, log_detail=detail
+            ) from None
 
     def _gss_authenticated(self, principal: str, delegated: bool, before_ok: bytes) -> None:
         """pg_GSS_checkauth on the principal the handshake or the exchange established."""
@@ -918,6 +935,15 @@ class LoginMachine:
         pending = bytes(self._plain)
         self._plain.clear()
         self._emit(cmd.StartRelay(greeting, pending, event.pid, login))
+
+
+class _ClientGone(SilentClose):
+    """The client closed while an exchange waited for its next message; ``inside``: after a
+    message had begun (its type byte arrived)."""
+
+    def __init__(self, *, inside: bool) -> None:
+        super().__init__("")
+        self.inside = inside
 
 
 # Where a ClientError is the method's failure, whose log DETAIL names the pg_hba.conf line.
