@@ -31,6 +31,7 @@ from pggate.proto import codes
 from pggate.tls._libssl import PASSWD_CB, SSL_FILETYPE_PEM, libssl
 from pggate.tls.context import server_end_point_hash
 from pggate.tls.peername import verify_peer_name
+from pggate.tls.reasons import PROTOCOL_REASONS
 
 _SSL_FILETYPE_ASN1 = 2
 # fe-secure-openssl.c: MIN_OPENSSL_TLS_VERSION / MAX_OPENSSL_TLS_VERSION, for the hint below.
@@ -41,22 +42,6 @@ _TLS_VERSIONS = {
     "tlsv1.2": ssl.TLSVersion.TLSv1_2,
     "tlsv1.3": ssl.TLSVersion.TLSv1_3,
 }
-# open_client_SSL: reasons after which libpq adds the protocol-range hint.
-_PROTOCOL_REASONS = frozenset(
-    {
-        "NO_PROTOCOLS_AVAILABLE",
-        "UNSUPPORTED_PROTOCOL",
-        "BAD_PROTOCOL_VERSION_NUMBER",
-        "UNKNOWN_PROTOCOL",
-        "UNKNOWN_SSL_VERSION",
-        "UNSUPPORTED_SSL_VERSION",
-        "WRONG_SSL_VERSION",
-        "WRONG_VERSION_NUMBER",
-        "TLSV1_ALERT_PROTOCOL_VERSION",
-        "VERSION_TOO_HIGH",
-        "VERSION_TOO_LOW",
-    }
-)
 _CHECK_KEY_REASONS = frozenset({"NO_CERTIFICATE_ASSIGNED", "NO_PRIVATE_KEY_ASSIGNED"})
 _NO_ROOT_HINT = (
     "Either provide the file, use the system's trusted roots with sslrootcert=system, or "
@@ -459,7 +444,7 @@ def describe_handshake_error(exc: BaseException, settings: BackendTlsSettings) -
         return "SSL SYSCALL error: EOF detected"
     if isinstance(exc, ssl.SSLError):
         text = f"SSL error: {_reason(exc)}"
-        if exc.reason in _PROTOCOL_REASONS:
+        if exc.reason in PROTOCOL_REASONS:
             low = settings.ssl_min_protocol_version
             high = settings.ssl_max_protocol_version
             text += (

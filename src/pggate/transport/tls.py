@@ -19,28 +19,12 @@ from typing import Final
 from cryptography import x509
 
 from pggate.tls import x509names
+from pggate.tls.reasons import PROTOCOL_REASONS
 from pggate.transport.channel import ChannelError, ChannelInfo, ChannelKind
 
 # One SSL_read returns at most one record (<= 16 KiB of plaintext); a larger buffer only costs
 # allocation, a smaller one would split records across calls.
 _READ_SIZE = 16384 + 1024
-
-# OpenSSL reasons after which PostgreSQL adds the protocol-range HINT (be_tls_open_server).
-_PROTOCOL_REASONS = frozenset(
-    {
-        "NO_PROTOCOLS_AVAILABLE",
-        "UNSUPPORTED_PROTOCOL",
-        "BAD_PROTOCOL_VERSION_NUMBER",
-        "UNKNOWN_PROTOCOL",
-        "UNKNOWN_SSL_VERSION",
-        "UNSUPPORTED_SSL_VERSION",
-        "WRONG_SSL_VERSION",
-        "WRONG_VERSION_NUMBER",
-        "TLSV1_ALERT_PROTOCOL_VERSION",
-        "VERSION_TOO_HIGH",
-        "VERSION_TOO_LOW",
-    }
-)
 
 
 class TlsError(ChannelError):
@@ -178,7 +162,7 @@ class TlsChannel:
             raise TlsHandshakeError(
                 _reason(exc),
                 output=self._out.read(),
-                protocol_hint=exc.reason in _PROTOCOL_REASONS,
+                protocol_hint=exc.reason in PROTOCOL_REASONS,
                 verify_message=getattr(exc, "verify_message", None),
             ) from exc
         self._extract_peer()
