@@ -133,11 +133,11 @@ CASES: list[tuple[str, str, str, Setup, list[str]]] = [
         ['authentication method "gss" requires krb_server_keyfile to be set, line 2'],
     ),
     (
-        "backend TLS that pggate cannot do",
+        "backend TLS without its root certificate",
         "backend = 'host=127.0.0.1 port=5432 sslmode=verify-full sslrootcert=/r.crt'\n",
         "host all all 127.0.0.1/32 trust\n",
         _nothing,
-        ['invalid value for parameter "backend": sslmode "verify-full" is not supported yet'],
+        ['invalid value for parameter "backend": root certificate file "/r.crt" does not exist'],
     ),
 ]
 
