@@ -43,7 +43,7 @@ import pytest
 import scramp
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
-from playbook import HOST, PORT, config, hba, route
+from playbook import HOST, PORT, TLS, config, gss_continue, hba, route
 from test_backend_login import KEY, OK, PARAMS, READY
 from test_negotiate import GSS_REQ, HELLO, SSL_REQ, cancel, startup
 from test_password_auth import CERT_HASH, MOCK_NONCE, NOW, PASSWORD, scram_secret
@@ -174,14 +174,6 @@ MITM: Final = (
 # --- the fakes' material -----------------------------------------------------------------------
 
 SCRAM_STORED: Final = scram_secret(PASSWORD)
-TLS: Final = ChannelInfo(
-    kind=ChannelKind.SSL,
-    tls_version="TLSv1.3",
-    cipher="TLS_AES_256_GCM_SHA384",
-    bits=256,
-    alpn=codes.ALPN_POSTGRESQL,
-    end_point_hash=CERT_HASH,
-)
 TLS_INFOS: Final = (
     TLS,
     replace(TLS, peer_cert_verified=True, peer_common_name="alice", peer_subject_dn="CN=alice"),
@@ -319,10 +311,6 @@ class ScriptedGss:
             return gss_auth.Failure(ProtocolViolation(f"expected GSS response, got {kind}"))
         self.tokens.append(bytes(body))
         return self.outcomes.popleft()
-
-
-def gss_continue(token: bytes) -> bytes:
-    return codec.authentication_request(codes.AUTH_GSS_CONTINUE, token)
 
 
 GSS_FAILED: Final = ClientError(
@@ -1170,7 +1158,7 @@ def test_bytes_behind_an_encryption_request_never_reach_the_protocol(
     if direct or not accept:
         error, message = refusal(kind)
         rejected = traced(trace, f"{kind} rejected")
-        assert out == [*rejected, SendToClient(b"N"), Close(error, Log(Level.LOG, message))]
+        assert out == [*rejected, SendToClient(b"N"), Close(error, Log(Level.FATAL, message))]
     elif kind == "SSLRequest":
         accepted = traced(trace, f"{kind} accepted")
         assert out == [*accepted, SendToClient(b"S"), StartTLS(tail)]

@@ -23,8 +23,10 @@ from playbook import (
     HBA,
     HOST,
     PORT,
+    TLS,
     Playbook,
     connect_backend,
+    gss_continue,
     machine,
     placeholder,
     route,
@@ -114,14 +116,6 @@ BACKEND_KEY = (4242, b"\x01\x02\x03\x04")
 OUR_KEY = (4711, b"kkkk")
 LOGIN = LoginComplete(
     PARAMS + READY, *BACKEND_KEY, b"", {"server_version": "18.6", "client_encoding": "UTF8"}
-)
-TLS = ChannelInfo(
-    kind=ChannelKind.SSL,
-    tls_version="TLSv1.3",
-    cipher="TLS_AES_256_GCM_SHA384",
-    bits=256,
-    alpn="postgresql",
-    end_point_hash=CERT_HASH,
 )
 SSL_SUFFIX = " SSL enabled (protocol=TLSv1.3, cipher=TLS_AES_256_GCM_SHA384, bits=256)"
 GSS = ChannelInfo(kind=ChannelKind.GSS, gss_principal="alice@EXAMPLE.COM")
@@ -469,16 +463,19 @@ def test_scram_login_over_plain_passes_the_keys_on() -> None:
     assert to_relay(pb, before_ok=final)
 
 
+def tls_requested(m: LoginMachine) -> Playbook:
+    """An SSLRequest answered S: the TLS handshake is the shell's to run."""
+    return accepted(m) >> ClientData(SSL_REQ) << SendToClient(b"S") << StartTLS(b"")
+
+
+def gss_requested(m: LoginMachine) -> Playbook:
+    """A GSSENCRequest answered G: the GSS handshake is the shell's to run."""
+    return accepted(m) >> ClientData(GSS_REQ) << SendToClient(b"G") << StartGSS(b"")
+
+
 def tls_started(m: LoginMachine, packet: bytes = HELLO_ALICE) -> Playbook:
-    return (
-        accepted(m)
-        >> ClientData(SSL_REQ)
-        << SendToClient(b"S")
-        << StartTLS(b"")
-        >> ChannelEstablished(TLS)
-        >> ClientData(packet)
-        << CheckAdmission()
-    )
+    pb = tls_requested(m) >> ChannelEstablished(TLS)
+    return pb >> ClientData(packet) << CheckAdmission()
 
 
 def test_scram_plus_over_tls_with_the_end_point_hash() -> None:
@@ -506,7 +503,7 @@ def test_cert_method_with_verified_certificate() -> None:
     info = replace(
         TLS, peer_cert_verified=True, peer_common_name="alice", peer_subject_dn="CN=alice"
     )
-    pb = accepted(m) >> ClientData(SSL_REQ) << SendToClient(b"S") << StartTLS(b"")
+    pb = tls_requested(m)
     pb = pb >> ChannelEstablished(info) >> ClientData(HELLO_ALICE) << CheckAdmission()
     pb = pb >> Admission(False, 0) << TakeSlot() << authenticated('identity="CN=alice"', "cert")
     assert to_relay(pb << CONNECT << connect_backend(ALICE), suffix=SSL_SUFFIX)
@@ -530,7 +527,7 @@ def test_clientcert_verify_full_name_mismatch_uses_the_method_text() -> None:
         peer_common_name="bob",
         peer_subject_dn="CN=bob",
     )
-    pb = accepted(m) >> ClientData(SSL_REQ) << SendToClient(b"S") << StartTLS(b"")
+    pb = tls_requested(m)
     pb = pb >> ChannelEstablished(info) >> ClientData(HELLO_ALICE) << CheckAdmission()
     detail = (
         'certificate validation (clientcert=verify-full) failed for user "alice": CN mismatch\n'
@@ -558,10 +555,6 @@ class FakeGssExchange:
         assert self.outcomes, "a token after the exchange ended"
         self.tokens.append(bytes(body))
         return self.outcomes.pop(0)
-
-
-def gss_continue(token: bytes) -> bytes:
-    return codec.authentication_request(codes.AUTH_GSS_CONTINUE, token)
 
 
 def test_gss_exchange_through_an_injected_exchange() -> None:
@@ -617,7 +610,7 @@ def test_gss_keytab_without_keys_fails_the_method_before_asking() -> None:
 def test_gss_encrypted_connection_needs_no_exchange() -> None:
     text = "hostgssenc all all 0.0.0.0/0 gss include_realm=0\n"
     m = machine(text, gss=True)
-    pb = accepted(m) >> ClientData(GSS_REQ) << SendToClient(b"G") << StartGSS(b"")
+    pb = gss_requested(m)
     pb = pb >> ChannelEstablished(GSS) >> ClientData(HELLO_ALICE) << CheckAdmission()
     pb = pb >> Admission(False, 0) << TakeSlot()
     pb = (
@@ -673,7 +666,7 @@ def test_direct_tls_with_alpn_continues_inside_tls() -> None:
 
 def test_tls_handshake_failure_writes_the_alert_and_hints_the_versions() -> None:
     m = machine(ssl=True)
-    pb = accepted(m) >> ClientData(SSL_REQ) << SendToClient(b"S") << StartTLS(b"")
+    pb = tls_requested(m)
     error = ChannelError(
         "could not accept SSL connection: unsupported protocol",
         output=b"\x15alert",
@@ -689,7 +682,7 @@ def test_tls_handshake_failure_writes_the_alert_and_hints_the_versions() -> None
 
 def test_eof_in_the_tls_handshake() -> None:
     m = machine(ssl=True)
-    pb = accepted(m) >> ClientData(SSL_REQ) << SendToClient(b"S") << StartTLS(b"")
+    pb = tls_requested(m)
     eof = Log(Level.LOG, "could not accept SSL connection: EOF detected")
     assert pb >> ClientEof() << Close(None, eof)
 
@@ -763,7 +756,7 @@ def test_startup_without_user() -> None:
     m = machine()
     text = "no PostgreSQL user name specified in startup packet"
     error = codec.error_response(ClientError("28000", text))
-    assert accepted(m) >> ClientData(startup(database="db")) << Close(error, Log(Level.LOG, text))
+    assert accepted(m) >> ClientData(startup(database="db")) << Close(error, Log(Level.FATAL, text))
 
 
 def test_incomplete_startup_packet() -> None:
@@ -1069,7 +1062,7 @@ def test_negotiate_protocol_version_goes_before_the_missing_user_error() -> None
     sent = negotiate_protocol_version(version(3, 2), "_pq_.x") + codec.error_response(
         ClientError("28000", text)
     )
-    assert accepted(m) >> ClientData(packet) << Close(sent, Log(Level.LOG, text))
+    assert accepted(m) >> ClientData(packet) << Close(sent, Log(Level.FATAL, text))
 
 
 @pytest.mark.parametrize(
@@ -1094,7 +1087,7 @@ def test_an_unsupported_major_version_is_not_negotiated(
     m = machine()
     text = f"unsupported frontend protocol {requested[0]}.0: server supports 3.0 to 3.2"
     packet = startup(version(*requested), user="alice", **{"_pq_.x": "1"})
-    assert accepted(m) >> ClientData(packet) << Close(sent, Log(Level.LOG, text))
+    assert accepted(m) >> ClientData(packet) << Close(sent, Log(Level.FATAL, text))
 
 
 def test_negotiate_protocol_version_inside_tls() -> None:
@@ -1118,7 +1111,7 @@ def test_trust_login_over_direct_tls() -> None:
 
 def test_trust_login_over_gss_encryption() -> None:
     m = machine("hostgssenc all all 0.0.0.0/0 trust\n", gss=True)
-    pb = accepted(m) >> ClientData(GSS_REQ) << SendToClient(b"G") << StartGSS(b"")
+    pb = gss_requested(m)
     pb = pb >> ChannelEstablished(GSS) >> ClientData(HELLO_ALICE) << CheckAdmission()
     pb = pb >> Admission(False, 0) << TakeSlot() << authenticated('user="alice"', "trust")
     suffix = " GSS (authenticated=no, encrypted=yes, delegated_credentials=no)"
@@ -1147,7 +1140,7 @@ def test_scram_without_plus_over_tls() -> None:
 
 def test_scram_over_gss_encryption_offers_no_plus() -> None:
     m = machine("hostgssenc all all 0.0.0.0/0 scram-sha-256\n", gss=True)
-    pb = accepted(m) >> ClientData(GSS_REQ) << SendToClient(b"G") << StartGSS(b"")
+    pb = gss_requested(m)
     pb = pb >> ChannelEstablished(GSS) >> ClientData(HELLO_ALICE) << CheckAdmission()
     assert pb >> Admission(False, 0) << TakeSlot() << FETCH
     pb, _, final = scram_login(m, plus=False)
@@ -1199,7 +1192,7 @@ def test_no_pg_hba_entry_names_the_encryption() -> None:
     text = 'no pg_hba.conf entry for host "192.0.2.10", user "alice", database "db", SSL encryption'
     assert tls_started(m) >> Admission(False, 0) << TakeSlot() << fatal("28000", text)
     m = machine("hostnogssenc all all 0.0.0.0/0 trust\n", gss=True)
-    pb = accepted(m) >> ClientData(GSS_REQ) << SendToClient(b"G") << StartGSS(b"")
+    pb = gss_requested(m)
     pb = pb >> ChannelEstablished(GSS) >> ClientData(HELLO_ALICE) << CheckAdmission()
     text = 'no pg_hba.conf entry for host "192.0.2.10", user "alice", database "db", GSS encryption'
     assert pb >> Admission(False, 0) << TakeSlot() << fatal("28000", text)
@@ -1211,25 +1204,12 @@ KEY_32 = bytes(range(32))
 @pytest.mark.parametrize("layer", ["tls", "gss", "after N"])
 def test_cancel_request_in_any_layer_is_forwarded_then_closed(layer: str) -> None:
     m = machine(ssl=layer == "tls", gss=layer == "gss")
-    pb = accepted(m)
     if layer == "tls":
-        pb = (
-            pb
-            >> ClientData(SSL_REQ)
-            << SendToClient(b"S")
-            << StartTLS(b"")
-            >> ChannelEstablished(TLS)
-        )
+        pb = tls_requested(m) >> ChannelEstablished(TLS)
     elif layer == "gss":
-        pb = (
-            pb
-            >> ClientData(GSS_REQ)
-            << SendToClient(b"G")
-            << StartGSS(b"")
-            >> ChannelEstablished(GSS)
-        )
+        pb = gss_requested(m) >> ChannelEstablished(GSS)
     else:
-        pb = pb >> ClientData(SSL_REQ) << SendToClient(b"N")
+        pb = accepted(m) >> ClientData(SSL_REQ) << SendToClient(b"N")
     # A 3.2 client's 32-byte key; no pg_hba.conf, no reply, the connection just closes.
     assert pb >> ClientData(cancel(4242, KEY_32)) << Cancel(4242, KEY_32) << Close()
 

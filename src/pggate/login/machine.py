@@ -259,6 +259,7 @@ _INPUTS: Final[Mapping[type[ev.Event], Input]] = {
     ev.BackendConnected: _I.BACKEND_CONNECTED,
     ev.BackendUnreachable: _I.BACKEND_CONNECTED,
     ev.BackendTlsRefused: _I.BACKEND_CONNECTED,
+    ev.BackendGssRefused: _I.BACKEND_CONNECTED,
     ev.BackendLinkFailed: _I.BACKEND_CONNECTED,
     ev.BackendReused: _I.BACKEND_REUSED,
     ev.BackendData: _I.BACKEND_DATA,
@@ -446,7 +447,10 @@ class LoginMachine:
             elif isinstance(event, neg.Trace):
                 self._log(event.text)
             elif isinstance(event, neg.Close):
-                self._close(event.error, cmd.Log(cmd.Level.LOG, event.log) if event.log else None)
+                # What ProcessStartupPacket answers with an ErrorResponse it reports as FATAL;
+                # what it closes silently on is COMMERROR (a LOG line).
+                level = cmd.Level.FATAL if event.error else cmd.Level.LOG
+                self._close(event.error, cmd.Log(level, event.log) if event.log else None)
             elif isinstance(event, neg.Cancel):
                 # Cancels are not subject to pg_hba.conf; the client gets EOF once forwarded.
                 self._emit(event)
@@ -834,6 +838,7 @@ class LoginMachine:
         event: ev.BackendConnected
         | ev.BackendUnreachable
         | ev.BackendTlsRefused
+        | ev.BackendGssRefused
         | ev.BackendLinkFailed
         | ev.BackendReused
         | ev.BackendData
@@ -844,6 +849,8 @@ class LoginMachine:
             self._retry(plan.unreachable(event.reason))
         elif isinstance(event, ev.BackendTlsRefused):
             self._retry(plan.tls_refused())
+        elif isinstance(event, ev.BackendGssRefused):
+            self._retry(plan.gss_refused())
         elif isinstance(event, ev.BackendLinkFailed):
             if event.final:
                 raise backend_unavailable(plan.broken(event.reason).detail)
