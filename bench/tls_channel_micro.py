@@ -8,67 +8,23 @@ relay's per-message work on both ends (two encryptions, two decryptions).  Run:
 from __future__ import annotations
 
 import argparse
-import datetime
 import ssl
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
-from pggate.tls.context import TlsSettings, build_server_context
 from pggate.transport.tls import TlsChannel
 
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "server.crt", directory / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "unit"))
+from conftest_tls import CertFactory, connect  # the TLS unit tests' certificates and handshake
 
 
 def pair(directory: Path) -> tuple[TlsChannel, TlsChannel]:
-    cert, key = self_signed(directory)
-    server_ctx = build_server_context(
-        TlsSettings(str(cert), str(key)), reloading=False, prompt=None
-    )
-    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client_ctx.load_verify_locations(cafile=str(cert))
-    client_ctx.set_alpn_protocols(["postgresql"])
-    client = TlsChannel(client_ctx, server_side=False, server_hostname="localhost")
-    server = TlsChannel(server_ctx)
-    for _ in range(10):
-        out, client_done = client.handshake()
-        server.feed(out)
-        out, server_done = server.handshake()
-        client.feed(out)
-        if client_done and server_done:
-            return client, server
-    raise RuntimeError("handshake did not finish")
+    """A client and a server channel (ALPN postgresql) after their handshake, with a server
+    certificate for ``localhost`` issued by a CA made in ``directory``."""
+    factory = CertFactory(directory)
+    return connect(factory.server_context(), factory.client_context())
 
 
 def round_trips(client: TlsChannel, server: TlsChannel, size: int, seconds: float) -> float:

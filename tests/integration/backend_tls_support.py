@@ -23,7 +23,6 @@ import socket
 import ssl
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -34,7 +33,7 @@ from typing import Protocol
 
 import asyncpg
 import psycopg
-from conftest import Gateway, free_port, start_gateway
+from conftest import Gateway, prepare_gateway_dir, start_gateway
 from reference import TcpCluster, owned_copy, reference_server
 
 from pggate.tls import certs
@@ -262,21 +261,6 @@ def cert_conninfo(pki: BackendPki, port: int, **overrides: ConninfoValue | None)
 # --- gateways ---------------------------------------------------------------------------------
 
 
-def prepare_gateway(
-    directory: Path, backend_conninfo: str, hba: str = GATEWAY_HBA, conf: str = ""
-) -> int:
-    """A gateway directory whose backend is ``backend_conninfo``; returns its port."""
-    directory.mkdir()
-    port = free_port()
-    (directory / "pggate.conf").write_text(
-        f"listen_addresses = '127.0.0.1'\nport = {port}\n"
-        f"backend = '{backend_conninfo}'\nlog_connections = on\n{conf}"
-    )
-    (directory / "pg_hba.conf").write_text(hba)
-    (directory / "pg_ident.conf").write_text("")
-    return port
-
-
 class GatewayStarter(Protocol):
     def __call__(self, backend_conninfo: str, conf: str = "") -> Gateway: ...
 
@@ -295,7 +279,7 @@ def gateway_starter(root: Path) -> Iterator[GatewayStarter]:
         directory = root / f"gw{len(started)}"
         while directory.exists():
             directory = directory.with_name(directory.name + "x")
-        port = prepare_gateway(directory, backend_conninfo, conf=conf)
+        port = prepare_gateway_dir(directory, backend_conninfo, hba=GATEWAY_HBA, conf=conf)
         gateway = start_gateway(directory, port=port)
         started[backend_conninfo, conf] = gateway
         return gateway
@@ -305,18 +289,6 @@ def gateway_starter(root: Path) -> Iterator[GatewayStarter]:
     finally:
         for gateway in started.values():
             gateway.stop()
-
-
-def check_connect(directory: Path) -> subprocess.CompletedProcess[str]:
-    """``pggate check --connect DIR``, as an operator runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "pggate", "check", "--connect", str(directory)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 # --- clients ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import asyncpg
 import psycopg
@@ -182,6 +183,18 @@ def start_gateway(
     return gateway
 
 
+def check_connect(directory: Path) -> subprocess.CompletedProcess[str]:
+    """``pggate check --connect DIR``, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pggate", "check", "--connect", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
 def _conf_value(directory: Path, name: str) -> str:
     for line in (directory / "pggate.conf").read_text().splitlines():
         key, _, value = line.partition("=")
@@ -214,26 +227,49 @@ def login_error(port: int, user: str = "postgres", database: str = "postgres") -
 
 def prepare_gateway_dir(
     directory: Path,
-    backend: Backend,
+    backend: Backend | str,
     *,
     hba: str = DEFAULT_HBA,
     ident: str = "",
     conf: str = "",
     setup: Callable[[Path], None] | None = None,
 ) -> int:
-    """Create ``directory`` with pggate.conf, pg_hba.conf and pg_ident.conf for ``backend``;
-    ``setup`` then adds files (certificates) before anything starts. Returns the port."""
+    """Create ``directory`` with pggate.conf, pg_hba.conf and pg_ident.conf for ``backend`` (or
+    that backend conninfo); ``setup`` then adds files (certificates) before anything starts.
+    Returns the port."""
+    conninfo = backend if isinstance(backend, str) else backend.conninfo
     directory.mkdir()
     port = free_port()
     (directory / "pggate.conf").write_text(
         f"listen_addresses = '127.0.0.1'\nport = {port}\n"
-        f"backend = '{backend.conninfo}'\nlog_connections = on\n" + textwrap.dedent(conf)
+        f"backend = '{conninfo}'\nlog_connections = on\n" + textwrap.dedent(conf)
     )
     (directory / "pg_hba.conf").write_text(textwrap.dedent(hba))
     (directory / "pg_ident.conf").write_text(textwrap.dedent(ident))
     if setup is not None:
         setup(directory)
     return port
+
+
+class GatewayFiles(TypedDict, total=False):
+    """What :func:`prepare_gateway_dir` puts in a gateway directory besides the backend."""
+
+    hba: str
+    ident: str
+    conf: str
+    setup: Callable[[Path], None] | None
+
+
+@contextlib.contextmanager
+def running_gateway(
+    directory: Path, backend: Backend, **files: Unpack[GatewayFiles]
+) -> Iterator[Gateway]:
+    """pggate serving ``directory``, made by :func:`prepare_gateway_dir`, until the block ends."""
+    gateway = start_gateway(directory, port=prepare_gateway_dir(directory, backend, **files))
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
 
 
 @pytest.fixture

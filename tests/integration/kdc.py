@@ -289,7 +289,8 @@ def running_realm() -> Iterator[Realm]:
 
 
 @contextlib.contextmanager
-def _exported(values: Mapping[str, str]) -> Iterator[None]:
+def exported(values: Mapping[str, str]) -> Iterator[None]:
+    """``values`` in the environment while the block runs, then what was there before."""
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:
@@ -311,7 +312,7 @@ def kdc() -> Iterator[Realm]:
         realm.create_principal("test2", "secret2")
         # In-process GSSAPI reads these at each krb5 context creation; a default ccache that
         # no test fills keeps the developer's own tickets out of the tests.
-        with _exported(realm.env(realm.base / "ccaches" / "default")):
+        with exported(realm.env(realm.base / "ccaches" / "default")):
             yield realm
 
 

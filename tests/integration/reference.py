@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 from conftest import free_port, wait_for_port
+from kdc import exported
 
 from pggate import embedded
 
@@ -63,16 +64,8 @@ def reference_server(
     (data / "pg_hba.conf").write_text((data / "pg_hba.conf").read_text() + hba)
     if ident:
         (data / "pg_ident.conf").write_text(ident)
-    saved = {name: os.environ.get(name) for name in env or {}}
-    os.environ.update(env or {})
-    try:
+    with exported(env or {}):
         cluster.start()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
     try:
         wait_for_port(cluster.port, time.monotonic() + 30, None)
         yield cluster

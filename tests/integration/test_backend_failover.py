@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +27,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import Gateway, debian_bindir, free_port, login_error, start_gateway
+from conftest import (
+    Gateway,
+    check_connect,
+    debian_bindir,
+    free_port,
+    login_error,
+    prepare_gateway_dir,
+    start_gateway,
+)
 from psycopg import pq
 from replication_support import (
     ReplicaCluster,
@@ -68,14 +74,7 @@ def multi_host(*ports: int, **options: str) -> str:
 
 def open_gateway(directory: Path, backend: str, conf: str = "") -> Gateway:
     """pggate in ``directory`` (created) in front of the ``backend`` conninfo."""
-    directory.mkdir()
-    port = free_port()
-    (directory / "pggate.conf").write_text(
-        f"listen_addresses = '127.0.0.1'\nport = {port}\nbackend = '{backend}'\n"
-        f"log_connections = on\n{conf}"
-    )
-    (directory / "pg_hba.conf").write_text(GATEWAY_HBA)
-    (directory / "pg_ident.conf").write_text("")
+    port = prepare_gateway_dir(directory, backend, hba=GATEWAY_HBA, conf=conf)
     return start_gateway(directory, port=port)
 
 
@@ -188,17 +187,6 @@ def idle_in_pool(cluster: ReplicaCluster, pid: int) -> bool:
     return row == (1,)
 
 
-def check_connect(directory: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pggate", "check", "--connect", str(directory)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
 # --------------------------------------------------------------------------- the steady pair
 
 
@@ -254,6 +242,17 @@ def _ports(pair: ReplicationPair, hosts: str) -> list[int]:
     return [{"S": pair.standby.port, "P": pair.primary.port}[h] for h in hosts]
 
 
+def dead_first(pair: ReplicationPair, dead_port: int) -> str:
+    """A refused host, then the standby and the primary: read-write, 2 s per host."""
+    return multi_host(
+        dead_port,
+        pair.standby.port,
+        pair.primary.port,
+        target_session_attrs="read-write",
+        connect_timeout="2",
+    )
+
+
 @pytest.fixture(scope="module")
 def steady(
     pair: ReplicationPair,
@@ -270,10 +269,7 @@ def steady(
     backends |= {
         "random": (multi_host(s, p, load_balance_hosts="random"), ""),
         "disable": (multi_host(s, p, load_balance_hosts="disable"), ""),
-        "dead first": (
-            multi_host(dead_port, s, p, target_session_attrs="read-write", connect_timeout="2"),
-            "",
-        ),
+        "dead first": (dead_first(pair, dead_port), ""),
         "stalled first": (
             multi_host(stalled_port, p, target_session_attrs="read-write", connect_timeout="2"),
             "",
@@ -352,13 +348,7 @@ def test_a_refused_host_is_skipped_for_the_next(
     """Nothing listens on the first host: libpq's try-next-host, then read-write skips the
     standby and takes the primary."""
     gateway = steady["dead first"]
-    conninfo = multi_host(
-        dead_port,
-        pair.standby.port,
-        pair.primary.port,
-        target_session_attrs="read-write",
-        connect_timeout="2",
-    )
+    conninfo = dead_first(pair, dead_port)
     started = time.monotonic()
     through = land(gateway.dsn())
     elapsed = time.monotonic() - started
@@ -390,13 +380,7 @@ def test_a_backend_refusal_is_final_as_in_libpq(
 ) -> None:
     """A server's own refusal (no such database) ends the walk, as libpq's error_return does:
     the next host is not tried, and the client gets the server's error itself."""
-    conninfo = multi_host(
-        dead_port,
-        pair.standby.port,
-        pair.primary.port,
-        target_session_attrs="read-write",
-        connect_timeout="2",
-    )
+    conninfo = dead_first(pair, dead_port)
     oracle = direct(conninfo, dbname="nope")
     assert oracle.port is None
     assert 'database "nope" does not exist' in oracle.error
@@ -452,13 +436,7 @@ def test_check_connect_lists_each_host_with_its_role(
 ) -> None:
     directory = tmp_path / "gw"
     directory.mkdir()
-    backend = multi_host(
-        dead_port,
-        pair.standby.port,
-        pair.primary.port,
-        target_session_attrs="read-write",
-        connect_timeout="2",
-    )
+    backend = dead_first(pair, dead_port)
     (directory / "pggate.conf").write_text(f"port = {free_port()}\nbackend = '{backend}'\n")
     (directory / "pg_hba.conf").write_text(GATEWAY_HBA)
     result = check_connect(directory)

@@ -25,6 +25,7 @@ from backend_tls_support import (
     ALICE,
     ALICE_PASSWORD,
     BOB,
+    GATEWAY_HBA,
     HOSTILE_ITERATIONS,
     KEY_PASSPHRASE,
     PASSWORD_ROLE,
@@ -38,7 +39,6 @@ from backend_tls_support import (
     TlsBackend,
     TlsInterceptor,
     cert_conninfo,
-    check_connect,
     conninfo,
     details,
     gateway_starter,
@@ -46,14 +46,13 @@ from backend_tls_support import (
     libpq_reason,
     make_backend_pki,
     pggate_reason,
-    prepare_gateway,
     query_as_client,
     refusal,
     temporary_directory,
     tls_backend,
     wait_for_detail,
 )
-from conftest import Gateway, debian_bindir
+from conftest import Gateway, check_connect, debian_bindir, prepare_gateway_dir
 from tls_support import RecordingRelay
 
 pytestmark = pytest.mark.integration
@@ -428,9 +427,10 @@ def test_a_wrong_sslpassword_is_reported_without_the_password(
 ) -> None:
     wrong = "wrong-Secret-1618"
     directory = tmp_path / "gw"
-    prepare_gateway(
+    prepare_gateway_dir(
         directory,
         cert_conninfo(pki, pg15.port, sslkey=pki.client_key_encrypted, sslpassword=wrong),
+        hba=GATEWAY_HBA,
     )
 
     result = check_connect(directory)

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import Backend, free_port, prepare_gateway_dir
-
-
-def _check_connect(directory: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pggate", "check", "--connect", str(directory)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+from conftest import Backend, check_connect, free_port, prepare_gateway_dir
 
 
 def test_reports_the_backend(backend: Backend, tmp_path: Path) -> None:
     directory = tmp_path / "gw"
     prepare_gateway_dir(directory, backend, hba="host all all 127.0.0.1/32 scram-sha-256\n")
-    result = _check_connect(directory)
+    result = check_connect(directory)
     assert result.returncode == 0, result.stderr
     assert "server: PostgreSQL " in result.stdout
     assert "link: not encrypted (Unix socket" in result.stdout
@@ -44,7 +31,7 @@ def test_a_role_that_cannot_read_verifiers_fails_the_check(
     prepare_gateway_dir(directory, backend, hba="host all all 127.0.0.1/32 scram-sha-256\n")
     conf = directory / "pggate.conf"
     conf.write_text(conf.read_text().replace(backend.conninfo, weak))
-    result = _check_connect(directory)
+    result = check_connect(directory)
     assert result.returncode == 1, result.stdout
     assert 'as role "probe_weak"' in result.stdout
     assert "pg_authid readable: no (needed for password, md5 and scram-sha-256 logins)" in (
@@ -60,7 +47,7 @@ def test_an_unreachable_backend_fails_the_check(tmp_path: Path) -> None:
         "password=never-printed'\n"
     )
     (directory / "pg_hba.conf").write_text("host all all 127.0.0.1/32 trust\n")
-    result = _check_connect(directory)
+    result = check_connect(directory)
     assert result.returncode == 1
     assert "could not log in to any backend host" in result.stderr
     assert "unreachable:" in result.stdout and "Connection refused" in result.stdout

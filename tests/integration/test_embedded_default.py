@@ -33,6 +33,22 @@ def pggate(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def rejecting_dir(directory: Path, hba_file: str = "pg_hba.conf") -> int:
+    """``directory`` (created) with a hand-written pggate.conf, listening on 127.0.0.1 in front
+    of a backend nothing listens on, and ``hba_file`` rejecting everyone; returns the port."""
+    directory.mkdir()
+    port = free_port()
+    conf = (
+        f"listen_addresses = '127.0.0.1'\nport = {port}\n"
+        f"backend = 'host=127.0.0.1 port={free_port()} sslmode=disable'\n"
+    )
+    if hba_file != "pg_hba.conf":
+        conf += f"hba_file = '{hba_file}'\n"
+    (directory / "pggate.conf").write_text(conf)
+    (directory / hba_file).write_text("host all all 127.0.0.1/32 reject\n")
+    return port
+
+
 def postmaster_running(data_dir: Path) -> bool:
     pid_file = data_dir / "postmaster.pid"
     if not pid_file.exists():
@@ -90,14 +106,7 @@ def test_check_reports_every_problem(public_tmp: Path) -> None:
 def test_hand_written_directory_serves(public_tmp: Path) -> None:
     """Just pggate.conf and the files it names: no init needed (backend is unreachable here)."""
     directory = public_tmp / "hand"
-    directory.mkdir()
-    port = free_port()
-    (directory / "pggate.conf").write_text(
-        f"listen_addresses = '127.0.0.1'\nport = {port}\n"
-        f"backend = 'host=127.0.0.1 port={free_port()} sslmode=disable'\n"
-        "hba_file = 'rules.conf'\n"
-    )
-    (directory / "rules.conf").write_text("host all all 127.0.0.1/32 reject\n")
+    port = rejecting_dir(directory, hba_file="rules.conf")
     gateway = start_gateway(directory, port=port)
     try:
         with pytest.raises(psycopg.OperationalError, match=r"pg_hba\.conf rejects connection"):
@@ -108,13 +117,7 @@ def test_hand_written_directory_serves(public_tmp: Path) -> None:
 
 def test_status_reload_stop_commands(public_tmp: Path) -> None:
     directory = public_tmp / "ctl"
-    directory.mkdir()
-    port = free_port()
-    (directory / "pggate.conf").write_text(
-        f"listen_addresses = '127.0.0.1'\nport = {port}\n"
-        f"backend = 'host=127.0.0.1 port={free_port()} sslmode=disable'\n"
-    )
-    (directory / "pg_hba.conf").write_text("host all all 127.0.0.1/32 reject\n")
+    port = rejecting_dir(directory)
     assert pggate("status", str(directory)).returncode == 3
     gateway = start_gateway(directory, port=port)
     try:

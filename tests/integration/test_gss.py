@@ -31,7 +31,7 @@ from pathlib import Path
 import gssapi
 import psycopg
 import pytest
-from conftest import Backend, Gateway, GatewayFactory, prepare_gateway_dir, start_gateway
+from conftest import Backend, Gateway, GatewayFactory, running_gateway
 from kdc import Realm
 from test_gss_sansio import client_context, frame
 from tls_support import RecordingRelay, install_server_cert, make_pki, recv_exactly, startup
@@ -123,17 +123,14 @@ def gss_objects(backend: Backend) -> None:
 def gss_gw(
     backend: Backend, kdc: Realm, gss_objects: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
-    directory = tmp_path_factory.mktemp("gss") / "gw"
-    port = prepare_gateway_dir(
-        directory,
+    with running_gateway(
+        tmp_path_factory.mktemp("gss") / "gw",
         backend,
         hba=GSS_HBA,
         ident=GSS_IDENT,
         conf=f"krb_server_keyfile = '{kdc.keytab}'\n",
-    )
-    gateway = start_gateway(directory, port=port)
-    yield gateway
-    gateway.stop()
+    ) as gateway:
+        yield gateway
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,20 @@ from conftest import (
 
 pytestmark = pytest.mark.integration
 
+READY_IDLE = b"Z\x00\x00\x00\x05I"
+
 
 def raw_exchange(port: int, payload: bytes, timeout: float = 10.0) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout) as sock:
         sock.sendall(payload)
         return read_all(sock, timeout)
+
+
+def read_until_ready(sock: socket.socket) -> bytes:
+    """What the server sends up to its first ReadyForQuery (idle), which must come."""
+    reply = read_all(sock, until=READY_IDLE)
+    assert READY_IDLE in reply, reply
+    return reply
 
 
 def assert_still_serving(gateway: Gateway) -> None:
@@ -151,12 +160,7 @@ def test_ssl_and_gss_requests_answered_n_then_plaintext_works(gateway: Gateway) 
         sock.sendall(struct.pack("!II", 8, 80877103))  # SSLRequest
         assert sock.recv(1) == b"N"
         sock.sendall(startup_packet(user="postgres", database="postgres"))
-        sock.settimeout(10)
-        reply = b""
-        while b"Z\x00\x00\x00\x05I" not in reply:
-            chunk = sock.recv(65536)
-            assert chunk, reply
-            reply += chunk
+        reply = read_until_ready(sock)
         assert reply.startswith(b"R\x00\x00\x00\x08\x00\x00\x00\x00")
 
 
@@ -183,12 +187,7 @@ def test_protocol_3_2_negotiation_and_long_cancel_key(gateway: Gateway) -> None:
     version = (3 << 16) | 3
     with socket.create_connection(("127.0.0.1", gateway.port), 10) as sock:
         sock.sendall(startup_packet(version=version, user="postgres", **{"_pq_.x": "1"}))
-        sock.settimeout(10)
-        reply = b""
-        while b"Z\x00\x00\x00\x05I" not in reply:
-            chunk = sock.recv(65536)
-            assert chunk, reply
-            reply += chunk
+        reply = read_until_ready(sock)
     assert reply.startswith(b"v" + struct.pack("!III", 19, (3 << 16) | 2, 1) + b"_pq_.x\0")
     key_at = reply.index(b"K")
     (length,) = struct.unpack("!I", reply[key_at + 1 : key_at + 5])

@@ -30,7 +30,7 @@ import psutil
 import psycopg
 import pytest
 import scramp
-from conftest import Backend, Gateway, prepare_gateway_dir, start_gateway
+from conftest import Backend, Gateway, running_gateway
 from cryptography.hazmat.primitives.serialization import Encoding
 from tls_support import (
     client_context,
@@ -150,17 +150,14 @@ def gw(
         shutil.copy(files.server_key, directory / "server.key")
         (directory / "server.key").chmod(0o600)
 
-    directory = tmp_path_factory.mktemp("pw-gw") / "gw"
-    port = prepare_gateway_dir(
-        directory,
+    with running_gateway(
+        tmp_path_factory.mktemp("pw-gw") / "gw",
         backend,
         hba=HBA,
         conf=f"ssl = on\nssl_ca_file = '{files.client_ca}'\n",
         setup=setup,
-    )
-    gateway = start_gateway(directory, port=port)
-    yield gateway
-    gateway.stop()
+    ) as gateway:
+        yield gateway
 
 
 # --- client helpers ----------------------------------------------------------------------------

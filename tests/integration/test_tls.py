@@ -34,8 +34,10 @@ from conftest import (
     Gateway,
     GatewayFactory,
     prepare_gateway_dir,
+    running_gateway,
     start_gateway,
 )
+from reference import create_objects
 from tls_support import (
     ALT_HOSTS,
     CLIENT_DN,
@@ -85,11 +87,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture(scope="module")
 def tls_databases(backend: Backend) -> None:
-    with psycopg.connect(backend.conninfo, autocommit=True) as conn:
-        existing = {row[0] for row in conn.execute("select datname from pg_database")}
-        for name in DATABASES:
-            if name not in existing:
-                conn.execute(f"CREATE DATABASE {name}".encode())
+    create_objects(backend.conninfo, (), DATABASES)
 
 
 def _server_setup(pair: Pair, key: Path | None = None) -> Callable[[Path], None]:
@@ -104,18 +102,15 @@ def main_gw(
     backend: Backend, pki: Pki, tls_databases: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
     """server-cn-only, client CA and client CRL file, the hba lines of MAIN_HBA."""
-    directory = tmp_path_factory.mktemp("main") / "gw"
-    port = prepare_gateway_dir(
-        directory,
+    with running_gateway(
+        tmp_path_factory.mktemp("main") / "gw",
         backend,
         hba=MAIN_HBA,
         ident=MAIN_IDENT,
         conf=f"ssl = on\nssl_ca_file = '{pki.client_ca}'\nssl_crl_file = '{pki.client_crl}'\n",
         setup=_server_setup(pki.server_cn_only),
-    )
-    gateway = start_gateway(directory, port=port)
-    yield gateway
-    gateway.stop()
+    ) as gateway:
+        yield gateway
 
 
 def tls_gateway(
@@ -199,6 +194,16 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
 OK_TLS, OK_PLAIN = "tls", "plain"
 
 
+def assert_alice_login(gateway: Gateway, options: dict[str, str], expect: str) -> None:
+    """alice connects with ``options``: OK_TLS and OK_PLAIN expect her session with and without
+    TLS, anything else a connection error containing ``expect``."""
+    options = {**options, "user": "alice"}
+    if expect in (OK_TLS, OK_PLAIN):
+        assert session_facts(gateway, **options) == (expect == OK_TLS, "alice")
+    else:
+        assert expect in connect_error(gateway, **options)
+
+
 @pytest.mark.parametrize(
     ("sslmode", "expect"),
     [
@@ -211,11 +216,7 @@ OK_TLS, OK_PLAIN = "tls", "plain"
     ],
 )
 def test_sslmode_against_hostssl(main_gw: Gateway, pki: Pki, sslmode: str, expect: str) -> None:
-    options = {**verified(pki, mode=sslmode), "user": "alice", "dbname": "tls_trust"}
-    if expect == OK_TLS:
-        assert session_facts(main_gw, **options) == (True, "alice")
-    else:
-        assert expect in connect_error(main_gw, **options)
+    assert_alice_login(main_gw, {**verified(pki, mode=sslmode), "dbname": "tls_trust"}, expect)
 
 
 @pytest.mark.parametrize(
@@ -229,11 +230,7 @@ def test_sslmode_against_hostssl(main_gw: Gateway, pki: Pki, sslmode: str, expec
     ],
 )
 def test_sslmode_against_hostnossl(main_gw: Gateway, pki: Pki, sslmode: str, expect: str) -> None:
-    options = {**verified(pki, mode=sslmode), "user": "alice", "dbname": "tls_plain"}
-    if expect == OK_PLAIN:
-        assert session_facts(main_gw, **options) == (False, "alice")
-    else:
-        assert expect in connect_error(main_gw, **options)
+    assert_alice_login(main_gw, {**verified(pki, mode=sslmode), "dbname": "tls_plain"}, expect)
 
 
 def test_prefer_falls_back_after_the_tls_refusal_is_logged(main_gw: Gateway) -> None:
@@ -539,6 +536,13 @@ def test_trust_with_clientcert(main_gw: Gateway, pki: Pki) -> None:
 # --- protocol versions and ciphers ---------------------------------------------------------------
 
 
+def assert_negotiates(gateway: Gateway, protocol: str, cipher: str) -> None:
+    """An sslmode=require session through ``gateway`` runs ``protocol`` with ``cipher``."""
+    with connect(gateway, sslmode="require") as conn:
+        assert ssl_attribute(conn, "protocol") == protocol
+        assert ssl_attribute(conn, "cipher") == cipher
+
+
 def test_minimum_tls13_and_tls13_ciphersuites(make_gateway: GatewayFactory, pki: Pki) -> None:
     gateway = tls_gateway(
         make_gateway,
@@ -546,10 +550,8 @@ def test_minimum_tls13_and_tls13_ciphersuites(make_gateway: GatewayFactory, pki:
         conf="ssl_min_protocol_version = 'TLSv1.3'\n"
         "ssl_tls13_ciphers = 'TLS_CHACHA20_POLY1305_SHA256'\n",
     )
-    with connect(gateway, sslmode="require") as conn:
-        # OpenSSL's own first choice would be TLS_AES_256_GCM_SHA384.
-        assert ssl_attribute(conn, "protocol") == "TLSv1.3"
-        assert ssl_attribute(conn, "cipher") == "TLS_CHACHA20_POLY1305_SHA256"
+    # OpenSSL's own first choice would be TLS_AES_256_GCM_SHA384.
+    assert_negotiates(gateway, "TLSv1.3", "TLS_CHACHA20_POLY1305_SHA256")
     error = connect_error(gateway, sslmode="require", ssl_max_protocol_version="TLSv1.2")
     assert "SSL error" in error and "protocol version" in error
     gateway.wait_for_log("LOG:  could not accept SSL connection: unsupported protocol")
@@ -566,9 +568,7 @@ def test_tls12_cipher_list(make_gateway: GatewayFactory, pki: Pki) -> None:
         conf="ssl_max_protocol_version = 'TLSv1.2'\n"
         "ssl_ciphers = 'ECDHE-ECDSA-AES128-GCM-SHA256'\n",
     )
-    with connect(gateway, sslmode="require") as conn:
-        assert ssl_attribute(conn, "protocol") == "TLSv1.2"
-        assert ssl_attribute(conn, "cipher") == "ECDHE-ECDSA-AES128-GCM-SHA256"
+    assert_negotiates(gateway, "TLSv1.2", "ECDHE-ECDSA-AES128-GCM-SHA256")
     disjoint = client_context(
         maximum=ssl.TLSVersion.TLSv1_2, ciphers="ECDHE-ECDSA-AES256-GCM-SHA384"
     )

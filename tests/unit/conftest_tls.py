@@ -54,6 +54,70 @@ def signing_hash(algorithm: hashes.HashAlgorithm | None) -> SigningHash:
     return algorithm
 
 
+def cert_builder(
+    subject: x509.Name, key: PrivateKey, *, issuer: Issued | None, ca: bool = False
+) -> x509.CertificateBuilder:
+    """A certificate of ``subject`` for ``key``, issued by ``issuer`` (None: by ``subject``
+    itself), with a random serial number, valid from five minutes ago for a day, and critical
+    BasicConstraints; not yet signed."""
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.cert.subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+
+
+def sign(
+    builder: x509.CertificateBuilder,
+    signer: PrivateKey,
+    algorithm: hashes.HashAlgorithm | None = None,
+    *,
+    pss: bool = False,
+) -> x509.Certificate:
+    """``builder`` signed by ``signer`` with ``algorithm`` (default SHA-256; an ed25519 key
+    signs without one), with RSA-PSS padding when ``pss``."""
+    digest = signing_hash(algorithm)
+    if isinstance(signer, ed25519.Ed25519PrivateKey):
+        return builder.sign(signer, None)
+    if pss:
+        return builder.sign(
+            signer,
+            digest,
+            rsa_padding=padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size),
+        )
+    return builder.sign(signer, digest)
+
+
+def write_issued(
+    directory: Path,
+    stem: str,
+    cert: x509.Certificate,
+    key: PrivateKey,
+    passphrase: bytes | None = None,
+) -> Issued:
+    """``cert`` and ``key`` written to ``stem``.crt and ``stem``.key (PKCS#8, mode 0600,
+    encrypted with ``passphrase`` when given) in ``directory``."""
+    cert_path = directory / f"{stem}.crt"
+    key_path = directory / f"{stem}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    )
+    key_path.chmod(0o600)
+    return Issued(cert, key, cert_path, key_path)
+
+
 class KeyOptions(TypedDict, total=False):
     """How a certificate's key is made (``kind``: ec, rsa, ed25519), signed and stored."""
 
@@ -82,17 +146,7 @@ class CertFactory:
         **options: Unpack[KeyOptions],
     ) -> Issued:
         key = new_key(options.get("kind", "ec"))
-        now = datetime.datetime.now(datetime.UTC)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer.cert.subject if issuer else subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
+        builder = cert_builder(subject, key, issuer=issuer, ca=ca)
         if ca:
             builder = builder.add_extension(
                 x509.KeyUsage(False, False, False, False, False, True, True, False, False),
@@ -107,36 +161,13 @@ class CertFactory:
             builder = builder.add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False
             )
-        signer = issuer.key if issuer else key
-        algorithm = signing_hash(options.get("algorithm"))
-        if isinstance(signer, ed25519.Ed25519PrivateKey):
-            cert = builder.sign(signer, None)
-        elif options.get("pss", False):
-            cert = builder.sign(
-                signer,
-                algorithm,
-                rsa_padding=padding.PSS(
-                    mgf=padding.MGF1(algorithm), salt_length=algorithm.digest_size
-                ),
-            )
-        else:
-            cert = builder.sign(signer, algorithm)
-        cert_path = self.dir / f"{stem}.crt"
-        key_path = self.dir / f"{stem}.key"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        passphrase = options.get("passphrase")
-        encryption: serialization.KeySerializationEncryption = (
-            serialization.BestAvailableEncryption(passphrase)
-            if passphrase
-            else serialization.NoEncryption()
+        cert = sign(
+            builder,
+            issuer.key if issuer else key,
+            options.get("algorithm"),
+            pss=options.get("pss", False),
         )
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-            )
-        )
-        key_path.chmod(0o600)
-        return Issued(cert, key, cert_path, key_path)
+        return write_issued(self.dir, stem, cert, key, options.get("passphrase"))
 
     def server(self, stem: str = "server", **kw: Unpack[KeyOptions]) -> Issued:
         return self._issue(cn("localhost"), stem, issuer=self.ca, server_names=("localhost",), **kw)

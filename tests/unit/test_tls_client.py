@@ -3,7 +3,6 @@ initialize_SSL, open_client_SSL and verify-full rules, over real handshakes in m
 
 from __future__ import annotations
 
-import datetime
 import errno
 import hashlib
 import ipaddress
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest_tls import CertFactory, Issued
+from conftest_tls import CertFactory, Issued, cert_builder, sign, write_issued
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -72,17 +71,8 @@ def make_cert(
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     else:
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn, cn_type)])
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.cert.subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+    builder = cert_builder(subject, key, issuer=issuer).add_extension(
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False
     )
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(list(names)), False)
@@ -90,12 +80,7 @@ def make_cert(
         builder = builder.add_extension(
             x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, raw_san), False
         )
-    signer = issuer.key if issuer else _SIGNER
-    if isinstance(signer, ed25519.Ed25519PrivateKey):
-        cert = builder.sign(signer, None)
-    else:
-        cert = builder.sign(signer, algorithm or hashes.SHA256())  # type: ignore[arg-type]
-    return cert, key
+    return sign(builder, issuer.key if issuer else _SIGNER, algorithm), key
 
 
 def der_of(**kw: object) -> bytes:
@@ -115,17 +100,7 @@ def issue_server(
     factory: CertFactory, stem: str, *, cn: str, names: Sequence[x509.GeneralName]
 ) -> Issued:
     cert, key = make_cert(cn=cn, names=names, issuer=factory.ca)
-    cert_path, key_path = factory.dir / f"{stem}.crt", factory.dir / f"{stem}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return Issued(cert, key, cert_path, key_path)
+    return write_issued(factory.dir, stem, cert, key)
 
 
 @dataclass
@@ -594,27 +569,39 @@ def test_without_the_libssl_binding(
 # --------------------------------------------------------------------------------------------
 
 
-def test_protocol_range_refused(factory: CertFactory, server: Issued) -> None:
-    only_13 = BackendTlsSettings(sslmode="require", ssl_min_protocol_version="tlsv1.3")
-    out = handshake(
-        build_client_context(only_13),
-        factory.server_context(server, ssl_max_protocol_version="TLSv1.2"),
-    )
+@pytest.mark.parametrize(
+    ("settings", "server_kw", "between"),
+    [
+        (
+            BackendTlsSettings(sslmode="require", ssl_min_protocol_version="tlsv1.3"),
+            {"ssl_max_protocol_version": "TLSv1.2"},
+            "tlsv1.3 and TLSv1.3",
+        ),
+        (
+            BackendTlsSettings(sslmode="require", ssl_max_protocol_version="TLSv1.2"),
+            {"ssl_min_protocol_version": "TLSv1.3"},
+            "TLSv1.2 and TLSv1.2",
+        ),
+    ],
+    ids=["only-13-to-a-12-server", "only-12-to-a-13-server"],
+)
+def test_protocol_range_refused(
+    factory: CertFactory,
+    server: Issued,
+    settings: BackendTlsSettings,
+    server_kw: dict[str, str],
+    between: str,
+) -> None:
+    out = handshake(build_client_context(settings), factory.server_context(server, **server_kw))
     assert out.client_error is not None
-    assert describe_handshake_error(out.client_error, only_13) == (
+    assert describe_handshake_error(out.client_error, settings) == (
         "SSL error: tlsv1 alert protocol version\nThis may indicate that the server does not "
-        "support any SSL protocol version between tlsv1.3 and TLSv1.3."
+        f"support any SSL protocol version between {between}."
     )
+
+
+def test_protocol_max_12_to_a_default_server(factory: CertFactory, server: Issued) -> None:
     only_12 = BackendTlsSettings(sslmode="require", ssl_max_protocol_version="TLSv1.2")
-    out = handshake(
-        build_client_context(only_12),
-        factory.server_context(server, ssl_min_protocol_version="TLSv1.3"),
-    )
-    assert out.client_error is not None
-    assert describe_handshake_error(out.client_error, only_12) == (
-        "SSL error: tlsv1 alert protocol version\nThis may indicate that the server does not "
-        "support any SSL protocol version between TLSv1.2 and TLSv1.2."
-    )
     out = handshake(build_client_context(only_12), factory.server_context(server))
     assert out.ok and out.client.version() == "TLSv1.2"
     assert out.client.selected_alpn_protocol() == "postgresql"

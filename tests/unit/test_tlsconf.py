@@ -350,27 +350,47 @@ def test_crl_dir(factory: CertFactory, server: Issued, tmp_path: Path) -> None:
     assert caught.value.verify_message == "certificate revoked"
 
 
-def test_ca_and_crl_load_errors(factory: CertFactory, server: Issued, tmp_path: Path) -> None:
-    err = raises(factory.settings(server, ssl_ca_file=str(tmp_path / "ca.crt")))
-    assert err.message == (
-        f'could not load root certificate file "{tmp_path}/ca.crt": No such file or directory'
-    )
-    junk = tmp_path / "junk.crl"
-    junk.write_text("junk\n")
-    err = raises(factory.settings(server, ssl_crl_file=str(junk)))
-    assert err.message.startswith(f'could not load SSL certificate revocation list file "{junk}": ')
+@pytest.mark.parametrize(
+    ("missing", "missing_error", "junk", "junk_error"),
+    [
+        (
+            ("ssl_ca_file", "ca.crt"),
+            'could not load root certificate file "{}": No such file or directory',
+            ("ssl_crl_file", "junk.crl"),
+            'could not load SSL certificate revocation list file "{}": ',
+        ),
+        (
+            ("ssl_dh_params_file", "dh.pem"),
+            'could not open DH parameters file "{}": No such file or directory',
+            ("ssl_dh_params_file", "junk.pem"),
+            "could not load DH parameters file: ",
+        ),
+    ],
+    ids=["ca-and-crl", "dh-params"],
+)
+def test_missing_and_junk_files(
+    factory: CertFactory,
+    server: Issued,
+    tmp_path: Path,
+    missing: tuple[str, str],
+    missing_error: str,
+    junk: tuple[str, str],
+    junk_error: str,
+) -> None:
+    """A file that is not there, then one that holds junk: PostgreSQL's two texts."""
+    setting, name = missing
+    err = raises(factory.settings(server, **{setting: str(tmp_path / name)}))
+    assert err.message == missing_error.format(tmp_path / name)
+    setting, name = junk
+    (tmp_path / name).write_text("junk\n")
+    err = raises(factory.settings(server, **{setting: str(tmp_path / name)}))
+    assert err.message.startswith(junk_error.format(tmp_path / name))
 
 
-def test_dh_params_errors(factory: CertFactory, server: Issued, tmp_path: Path) -> None:
-    err = raises(factory.settings(server, ssl_dh_params_file=str(tmp_path / "dh.pem")))
-    assert err.message == (
-        f'could not open DH parameters file "{tmp_path}/dh.pem": No such file or directory'
-    )
+def test_junk_dh_params_on_reload(factory: CertFactory, server: Issued, tmp_path: Path) -> None:
+    """On reload PostgreSQL logs the problem and keeps its built-in group."""
     junk = tmp_path / "junk.pem"
     junk.write_text("junk\n")
-    err = raises(factory.settings(server, ssl_dh_params_file=str(junk)))
-    assert err.message.startswith("could not load DH parameters file: ")
-    # On reload PostgreSQL logs the problem and keeps its built-in group.
     notes: list[str] = []
     build(factory.settings(server, ssl_dh_params_file=str(junk)), reloading=True, log=notes.append)
     assert notes and notes[0].startswith("could not load DH parameters file: ")
