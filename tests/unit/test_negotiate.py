@@ -17,9 +17,9 @@ from pggate.proto.negotiate import (
     Cancel,
     Close,
     EncryptionKind,
-    Event,
     Input,
     Negotiator,
+    Output,
     Send,
     StartDirectTLS,
     StartGSS,
@@ -67,7 +67,7 @@ def repeated(code: int) -> Close:
 
 
 # A playbook step: bytes to receive (expecting these events), or a handshake the shell finished.
-Step = tuple[bytes, Sequence[Event]] | EncryptionKind
+Step = tuple[bytes, Sequence[Output]] | EncryptionKind
 
 
 def play(negotiator: Negotiator, *steps: Step) -> None:
@@ -228,7 +228,7 @@ def test_direct_tls_rejected_when_ssl_is_off() -> None:
     ],
 )
 def test_trace_connection_negotiation(
-    ssl: bool, gss: bool, packet: bytes, events: list[Event]
+    ssl: bool, gss: bool, packet: bytes, events: list[Output]
 ) -> None:
     """ProcessStartupPacket's LOG lines, before the one-byte answer; none without trace."""
     traced = Negotiator(ssl_enabled=ssl, gss_enabled=gss, trace=True).receive(packet)
@@ -248,7 +248,7 @@ def test_trace_connection_negotiation(
     ],
 )
 def test_requests_inside_direct_tls_are_refused(
-    first: bytes, first_events: list[Event], second: bytes, second_events: list[Event]
+    first: bytes, first_events: list[Output], second: bytes, second_events: list[Output]
 ) -> None:
     # ssl_in_use → N; GSSENCRequest → N despite GSS being available (CVE-2026-14681 fix).
     n = Negotiator(ssl_enabled=True, gss_enabled=True)
@@ -528,9 +528,7 @@ def test_nothing_after_the_end(data: bytes) -> None:
 
 
 def test_established_without_a_handshake_is_illegal() -> None:
-    with pytest.raises(
-        IllegalMove, match="'ssl established' is not allowed in state 'fresh'"
-    ):
+    with pytest.raises(IllegalMove, match="'ssl established' is not allowed in state 'fresh'"):
         Negotiator(True, True).encryption_established("ssl")
 
 
@@ -597,7 +595,7 @@ def test_fuzz_chunking_does_not_matter_for_one_packet(tail: bytes, data: st.Data
     whole = Negotiator(True, True).receive(stream)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=5)))
     n = Negotiator(True, True)
-    events: list[Event] = []
+    events: list[Output] = []
     for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
         if n.state not in (State.STARTED, State.CLOSED):
             events += n.receive(stream[start:end])

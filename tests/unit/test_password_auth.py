@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 from pggate.auth import verifiers
 from pggate.auth.password import (
     CleartextExchange,
-    Event,
     Exchange,
     Failure,
+    Input,
     Md5Exchange,
     Outcome,
     ScramExchange,
@@ -1025,7 +1025,7 @@ def test_illegal_moves_name_state_and_event() -> None:
     ex = scram(SCRAM_ROLE)
     with pytest.raises(IllegalMove) as info:
         ex.receive(b"p", b"")
-    assert (info.value.state, info.value.event) == (State.NEW, Event.RECEIVE)
+    assert (info.value.state, info.value.event) == (State.NEW, Input.RECEIVE)
     assert "'receive' is not allowed in state 'new'" in str(info.value)
     ex.start()
     with pytest.raises(IllegalMove):
@@ -1033,7 +1033,7 @@ def test_illegal_moves_name_state_and_event() -> None:
     failed(ex.receive(b"Q", b""))
     with pytest.raises(IllegalMove) as info:
         ex.receive(b"p", sasl_initial("SCRAM-SHA-256", LIBPQ_FIRST))
-    assert (info.value.state, info.value.event) == (State.FAILED, Event.RECEIVE)
+    assert (info.value.state, info.value.event) == (State.FAILED, Input.RECEIVE)
 
     done = CleartextExchange("alice", SCRAM_ROLE, now=NOW)
     done.start()

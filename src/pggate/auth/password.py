@@ -87,7 +87,7 @@ class State(enum.Enum):
     FAILED = "failed"
 
 
-class Event(enum.Enum):
+class Input(enum.Enum):
     START = "start"  # the authentication request is sent
     RECEIVE = "receive"  # a client message arrives
     NO_INITIAL_RESPONSE = "no initial response"  # SASLInitialResponse with length -1
@@ -96,9 +96,9 @@ class Event(enum.Enum):
     REJECT = "reject"
 
 
-Table = Mapping[tuple[State, Event], State]
+Table = Mapping[tuple[State, Input], State]
 
-_S, _E = State, Event
+_S, _E = State, Input
 PASSWORD_TRANSITIONS: Final[Table] = {
     (_S.NEW, _E.START): _S.AWAIT_PASSWORD,
     (_S.AWAIT_PASSWORD, _E.RECEIVE): _S.AWAIT_PASSWORD,
@@ -130,27 +130,27 @@ class Exchange(abc.ABC):
         self.user = user
         self.state = State.NEW
 
-    def _move(self, event: Event) -> None:
+    def _move(self, event: Input) -> None:
         self.state = look_up(self.TRANSITIONS, type(self).__name__, self.state, event)
 
     def start(self) -> bytes:
         """The AuthenticationRequest that opens the exchange."""
-        self._move(Event.START)
+        self._move(Input.START)
         return self._request()
 
     def receive(self, message_type: bytes, body: Body) -> Outcome:
         """One client message: its type byte and its body (after the length word)."""
         if len(message_type) != 1:
             raise ValueError("message_type must be one byte")
-        self._move(Event.RECEIVE)
+        self._move(Input.RECEIVE)
         try:
             outcome = self._step(message_type, bytes(body))
         except ClientError as err:
             outcome = Failure(err)
         if isinstance(outcome, Failure):
-            self._move(Event.REJECT)
+            self._move(Input.REJECT)
         elif isinstance(outcome, Success):
-            self._move(Event.ACCEPT)
+            self._move(Input.ACCEPT)
         return outcome
 
     @abc.abstractmethod
@@ -161,7 +161,7 @@ class Exchange(abc.ABC):
     def _step(self, message_type: bytes, body: bytes) -> Outcome:
         """Interpret one message; a :class:`Send` must have made its own move (``_send``)."""
 
-    def _send(self, event: Event, data: bytes) -> Send:
+    def _send(self, event: Input, data: bytes) -> Send:
         self._move(event)
         return Send(data)
 
@@ -447,7 +447,7 @@ class ScramExchange(Exchange):
             if data is None:
                 # No Initial Client Response: an empty challenge, the client-first comes next.
                 return self._send(
-                    Event.NO_INITIAL_RESPONSE,
+                    Input.NO_INITIAL_RESPONSE,
                     codec.authentication_request(codes.AUTH_SASL_CONTINUE),
                 )
         else:
@@ -480,7 +480,7 @@ class ScramExchange(Exchange):
                 self._secret.iterations,
             )
             return self._send(
-                Event.CLIENT_FIRST,
+                Input.CLIENT_FIRST,
                 codec.authentication_request(codes.AUTH_SASL_CONTINUE, self._server_first),
             )
         final = self._read_client_final(data)
@@ -635,9 +635,9 @@ def choose_exchange(
 
 __all__ = [
     "CleartextExchange",
-    "Event",
     "Exchange",
     "Failure",
+    "Input",
     "Md5Exchange",
     "Outcome",
     "ScramExchange",

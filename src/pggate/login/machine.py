@@ -440,7 +440,7 @@ class LoginMachine:
         elif self.state in _HANDSHAKES:
             self._handshake_eof()
 
-    def _negotiation(self, events: list[neg.Event]) -> None:
+    def _negotiation(self, events: list[neg.Output]) -> None:
         for event in events:
             if isinstance(event, neg.Send):
                 self._emit(cmd.SendToClient(event.data))

@@ -126,7 +126,8 @@ class Close:
     log: str | None
 
 
-Event = Send | StartTLS | StartDirectTLS | StartGSS | Cancel | Startup | Close | Trace
+# What the negotiator asks of its caller (outputs; the machine's inputs are ``Input``).
+Output = Send | StartTLS | StartDirectTLS | StartGSS | Cancel | Startup | Close | Trace
 
 # ProcessStartupPacket / ProcessSSLStartup's lines under trace_connection_negotiation.
 TRACE_SSL_ACCEPTED = "SSLRequest accepted"
@@ -328,11 +329,11 @@ class Negotiator:
         self.state = after
         return action
 
-    def receive(self, data: bytes) -> list[Event]:
+    def receive(self, data: bytes) -> list[Output]:
         """Bytes from the client (decrypted, once a layer is established)."""
         self._move(Input.DATA)
         self._buffer += data
-        events: list[Event] = []
+        events: list[Output] = []
         while self.state in _READING and self._buffer:
             step = self._next_input()
             if step is None:
@@ -340,7 +341,7 @@ class Negotiator:
             events += self._act(*step)
         return events
 
-    def eof(self) -> list[Event]:
+    def eof(self) -> list[Output]:
         """The client closed its side (or the shell gave up on a handshake)."""
         had_answer = self.state not in _NOTHING_ANSWERED
         self._move(Input.EOF)
@@ -385,7 +386,7 @@ class Negotiator:
         self._buffer.clear()
         return data
 
-    def _act(self, input_: Input, item: StartupPacket | ClientError | SilentClose) -> list[Event]:
+    def _act(self, input_: Input, item: StartupPacket | ClientError | SilentClose) -> list[Output]:
         action = self._move(input_)
         if action is Action.ACCEPT_SSL:
             return [
@@ -446,7 +447,7 @@ class Negotiator:
                 return [Close((negotiate or b"") + codec.render_error(exc), exc.message)]
         return [Startup(item, negotiate, effective_protocol(item.version), self._take_buffer())]
 
-    def _traced(self, text: str) -> list[Event]:
+    def _traced(self, text: str) -> list[Output]:
         return [Trace(text)] if self.trace else []
 
     def _fail(self, error: ClientError | SilentClose) -> Close:
