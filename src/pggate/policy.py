@@ -111,8 +111,14 @@ def build(cfg: Config, previous: Policy | None = None) -> Policy:
             ident = previous.ident
         else:
             ident = IdentMaps()
+    keyfile = cfg.backend_krb_client_keyfile
+    client_keyfile = cfg.path(keyfile.removeprefix("FILE:")) if keyfile else None
     backend = (
-        build_route(cfg.backend, max_iterations=cfg.backend_scram_max_iterations)
+        build_route(
+            cfg.backend,
+            max_iterations=cfg.backend_scram_max_iterations,
+            client_keyfile=client_keyfile,
+        )
         if cfg.backend
         else embedded_backend(cfg.directory)
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from test_hba_fakes import FakeFiles
+from test_password_auth import CERT_HASH
 
 from pggate.config import Config, load
 from pggate.conninfo import backend_target
@@ -19,7 +20,10 @@ from pggate.hba import HbaPolicy, IdentMaps, load_hba
 from pggate.hop.plan import Attempt, Encryption
 from pggate.hop.route import Route
 from pggate.login import Command, ConnectBackend, Event, LoginMachine
+from pggate.proto import codec, codes
 from pggate.proto.messages import StartupMessage
+from pggate.transport import ChannelInfo
+from pggate.transport.channel import ChannelKind
 
 HBA = "/etc/pg/pg_hba.conf"
 HOST, PORT = "192.0.2.10", "50000"
@@ -34,6 +38,23 @@ def route(conninfo: str) -> Route:
 ROUTE = route("host=/run/pg port=5432 user=pggate")
 (BACKEND,) = ROUTE.addresses
 PLAIN = Attempt(0, Encryption.PLAIN)
+
+
+# A client's TLS channel as the shell reports it: TLS 1.3, ALPN, the server certificate's hash
+# for channel binding, no client certificate.
+TLS = ChannelInfo(
+    kind=ChannelKind.SSL,
+    tls_version="TLSv1.3",
+    cipher="TLS_AES_256_GCM_SHA384",
+    bits=256,
+    alpn=codes.ALPN_POSTGRESQL,
+    end_point_hash=CERT_HASH,
+)
+
+
+def gss_continue(token: bytes) -> bytes:
+    """AuthenticationGSSContinue carrying ``token``."""
+    return codec.authentication_request(codes.AUTH_GSS_CONTINUE, token)
 
 
 def connect_backend(
@@ -131,10 +152,12 @@ __all__ = [
     "PLAIN",
     "PORT",
     "ROUTE",
+    "TLS",
     "Placeholder",
     "Playbook",
     "config",
     "connect_backend",
+    "gss_continue",
     "hba",
     "machine",
     "placeholder",

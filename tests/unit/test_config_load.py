@@ -248,9 +248,9 @@ def test_backend_conninfo_is_refused_where_it_is_written(tmp_path: Path) -> None
     override = check(directory, {"backend": bad})
     assert f"-c backend={bad}" in str(override[-1])
     (tmp_path / "gss").mkdir()
+    # pggate is a GSSAPI client toward its backend (python-gssapi is installed here).
     gss = gateway(tmp_path / "gss", "backend = 'host=db.example.com gssencmode=require'\n")
-    (refused,) = check(gss)
-    assert "gssencmode=require is not supported yet" in refused.message
+    assert check(gss) == []
 
 
 def test_explicitly_set_settings_are_known(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pggate.hop.plan import (
     ConnectPlan,
     Encryption,
     GiveUp,
+    GssEncMode,
     SslMode,
     TargetSessionAttrs,
     server_type_problem,
@@ -180,3 +181,151 @@ def test_order_is_the_callers_permutation() -> None:
 
 def test_no_hosts() -> None:
     assert isinstance(plan().start(), GiveUp)
+
+
+# --- GSSAPI encryption (gssencmode): tried before TLS, only with credentials ------------------
+
+GSS = Encryption.GSS
+
+
+def gss_plan(
+    *names: str,
+    gssencmode: GssEncMode = "prefer",
+    credentials: bool = True,
+    sslmode: SslMode = "prefer",
+    direct: bool = False,
+) -> ConnectPlan:
+    hosts = [Host(n, n.startswith("/")) for n in names]
+    return ConnectPlan(
+        hosts,
+        sslmode,
+        direct,
+        "any",
+        list(range(len(hosts))),
+        gssencmode=gssencmode,
+        gss_credentials=credentials,
+    )
+
+
+def walk(p: ConnectPlan) -> list[Encryption]:
+    """Every method of the first host, in order, each failing (CONNECTION_FAILED)."""
+    step = p.start()
+    methods: list[Encryption] = []
+    while isinstance(step, Attempt) and step.host == 0:
+        methods.append(step.encryption)
+        step = p.link_failed("no")
+    return methods
+
+
+@pytest.mark.parametrize(
+    ("gssencmode", "credentials", "sslmode", "methods"),
+    [
+        # init_allowed_encryption_methods + select_next_encryption_method: GSSAPI first.
+        ("prefer", True, "disable", [GSS, PLAIN]),
+        ("prefer", True, "allow", [GSS, PLAIN, TLS]),
+        ("prefer", True, "prefer", [GSS, TLS, PLAIN]),
+        ("prefer", True, "require", [GSS, TLS]),
+        ("prefer", True, "verify-full", [GSS, TLS]),
+        ("require", True, "prefer", [GSS]),
+        ("require", True, "verify-full", [GSS]),
+        ("require", True, "disable", [GSS]),
+        ("disable", True, "prefer", [TLS, PLAIN]),
+        # Without credentials libpq drops GSSAPI silently (prefer).
+        ("prefer", False, "prefer", [TLS, PLAIN]),
+        ("prefer", False, "require", [TLS]),
+        ("prefer", False, "disable", [PLAIN]),
+    ],
+)
+def test_gss_is_tried_first_and_only_with_credentials(
+    gssencmode: GssEncMode, credentials: bool, sslmode: SslMode, methods: list[Encryption]
+) -> None:
+    assert walk(
+        gss_plan("db", gssencmode=gssencmode, credentials=credentials, sslmode=sslmode)
+    ) == (methods)
+
+
+def test_gss_require_without_credentials_ends_before_any_connection() -> None:
+    """libpq checks before connecting, and its error_return is final: no other host, and no
+    host named (the host is named only once a connection is attempted)."""
+    step = gss_plan("a", "b", gssencmode="require", credentials=False).start()
+    assert step == GiveUp(("GSSAPI encryption required but no credential cache",))
+
+
+def test_gss_require_on_a_unix_socket_ends_with_libpq_text() -> None:
+    step = gss_plan("/run/pg", gssencmode="require").start()
+    assert step == GiveUp(
+        ("GSSAPI encryption required but it is not supported over a local socket",)
+    )
+
+
+def test_gss_is_never_tried_on_a_unix_socket() -> None:
+    assert gss_plan("/run/pg", gssencmode="prefer").start() == Attempt(0, PLAIN)
+
+
+def test_gss_refused_goes_on_with_tls_on_the_same_connection() -> None:
+    """ENCRYPTION_NEGOTIATION_FAILED: the connection is in a known state after N, so the next
+    method (an SSLRequest, then plaintext) uses it."""
+    p = gss_plan("db", sslmode="prefer")
+    assert p.start() == Attempt(0, GSS)
+    assert p.gss_refused() == Attempt(0, TLS, same_connection=True)
+    assert p.tls_refused() == Attempt(0, PLAIN, same_connection=True)
+
+
+def test_gss_refused_with_sslmode_disable_goes_on_in_plaintext() -> None:
+    p = gss_plan("db", sslmode="disable")
+    p.start()
+    assert p.gss_refused() == Attempt(0, PLAIN, same_connection=True)
+
+
+def test_gss_refused_before_direct_tls_needs_a_new_connection() -> None:
+    """An existing connection cannot be reused for direct TLS."""
+    p = gss_plan("db", sslmode="require", direct=True)
+    assert p.start() == Attempt(0, GSS)
+    assert p.gss_refused() == Attempt(0, TLS, direct=True)
+
+
+def test_gss_refused_with_require_gives_up_with_libpq_text() -> None:
+    p = gss_plan("db", "db2", gssencmode="require")
+    p.start()
+    step = p.gss_refused()
+    assert step == GiveUp(
+        (
+            'connection to server at "db", port 5432 failed: '
+            "server doesn't support GSSAPI encryption, but it was required",
+        )
+    )
+
+
+def test_gss_error_answer_or_failed_handshake_retries_on_a_new_connection() -> None:
+    """CONNECTION_FAILED: an error answer to GSSENCRequest (a pre-12 server) or a failed
+    handshake is not final with gssencmode=prefer."""
+    p = gss_plan("db", sslmode="prefer")
+    p.start()
+    text = "server sent an error response during GSS encryption exchange"
+    assert p.link_failed(text) == Attempt(0, TLS)
+    assert p.link_failed("SSL error: certificate verify failed") == Attempt(0, PLAIN)
+    step = p.link_failed("server closed the connection unexpectedly")
+    assert isinstance(step, GiveUp)
+    assert step.reasons[0] == f'connection to server at "db", port 5432 failed: {text}'
+
+
+def test_gss_require_failed_handshake_ends_it() -> None:
+    p = gss_plan("db", "db2", gssencmode="require")
+    p.start()
+    step = p.link_failed("could not initiate GSSAPI security context: x: y")
+    assert isinstance(step, GiveUp) and len(step.reasons) == 1
+
+
+def test_login_refused_over_gss_retries_the_next_method() -> None:
+    """A refusal after GSSAPI encryption (e.g. a hostnogssenc-only server) is CONNECTION_FAILED:
+    TLS, then plaintext, on new connections."""
+    p = gss_plan("db", sslmode="prefer")
+    p.start()
+    refused = p.login_refused("28000", "no pg_hba.conf entry", b"E1")
+    assert refused == Attempt(0, TLS)
+
+
+def test_every_host_starts_over_with_gss() -> None:
+    p = gss_plan("a", "b", sslmode="require")
+    assert p.start() == Attempt(0, GSS)
+    assert p.unreachable("Connection refused") == Attempt(1, GSS)

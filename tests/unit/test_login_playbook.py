@@ -48,13 +48,16 @@ from test_password_auth import (
 from pggate.auth import gss as gss_auth
 from pggate.auth import password
 from pggate.auth.verifiers import parse_role_secret, role_secret_sql
+from pggate.conninfo import backend_target
 from pggate.hop.plan import Attempt, Encryption
+from pggate.hop.route import Route
 from pggate.login import (
     TRANSITIONS,
     Admission,
     BackendConnected,
     BackendData,
     BackendEof,
+    BackendGssRefused,
     BackendLinkFailed,
     BackendReused,
     BackendTlsRefused,
@@ -107,6 +110,7 @@ from pggate.proto.messages import StartupMessage
 from pggate.statetable import IllegalMove
 from pggate.transport import ChannelError, ChannelInfo, GssError
 from pggate.transport.channel import ChannelKind
+from pggate.transport.gss_client import ClientCredentials
 
 WHERE = BACKEND.describe()
 CONNECT = SetTimeout(BACKEND.connect_timeout)
@@ -1286,3 +1290,55 @@ def test_backend_walk_ending_without_a_server_is_08006_with_every_reason() -> No
         ]
     )
     assert pb >> Timeout() << fatal("08006", "could not connect to the backend server", detail)
+
+
+# --- GSSAPI encryption toward the backend (gssencmode) -----------------------------------------
+
+
+class GssCredentialsPresent(ClientCredentials):
+    """pg_GSS_have_cred_cache says yes (no GSSAPI call: the machine only plans with it)."""
+
+    def acquire(self) -> Any:
+        return object()
+
+
+GSS_ROUTE = Route(
+    backend_target("host=db1 port=5432 user=pggate sslmode=prefer"), gss=GssCredentialsPresent()
+)
+(GSS_DB,) = GSS_ROUTE.addresses
+
+
+def gss_attempt(encryption: Encryption, *, same_connection: bool = False) -> ConnectBackend:
+    return ConnectBackend(ALICE, GSS_DB, Attempt(0, encryption, same_connection=same_connection))
+
+
+def test_backend_walk_tries_gss_first_then_tls_and_plaintext_on_the_same_connection() -> None:
+    """``N`` to GSSENCRequest, then ``N`` to SSLRequest, all on one connection (libpq's
+    ENCRYPTION_NEGOTIATION_FAILED); the startup goes out in plaintext."""
+    m = machine(backend=GSS_ROUTE, log_connections="")
+    pb = Playbook(m) >> Start() << SetTimeout(60) >> ClientData(HELLO_ALICE) << CheckAdmission()
+    pb = pb >> Admission(False, 0) << TakeSlot() << SetTimeout(GSS_DB.connect_timeout)
+    pb = pb << gss_attempt(Encryption.GSS)
+    pb = pb >> BackendGssRefused() << SetTimeout(GSS_DB.connect_timeout)
+    pb = pb << gss_attempt(Encryption.TLS, same_connection=True)
+    pb = pb >> BackendTlsRefused() << SetTimeout(GSS_DB.connect_timeout)
+    pb = pb << gss_attempt(Encryption.PLAIN, same_connection=True)
+    pb = pb >> BackendConnected() << SetTimeout(GSS_DB.connect_timeout)
+    assert pb << SendToBackend(BACKEND_STARTUP)
+
+
+def test_backend_gssencmode_require_without_credentials_is_08006() -> None:
+    class NoCredentials(ClientCredentials):
+        def acquire(self) -> Any:
+            return None
+
+    route_ = Route(backend_target("host=db1 gssencmode=require"), gss=NoCredentials())
+    m = machine(backend=route_, log_connections="")
+    pb = Playbook(m) >> Start() << SetTimeout(60) >> ClientData(HELLO_ALICE) << CheckAdmission()
+    detail = "GSSAPI encryption required but no credential cache"
+    assert (
+        pb
+        >> Admission(False, 0)
+        << TakeSlot()
+        << fatal("08006", "could not connect to the backend server", detail)
+    )

@@ -61,9 +61,22 @@ def _check_krb_server_keyfile(value: Value) -> None:
         )
 
 
+def _check_backend_krb_client_keyfile(value: Value) -> None:
+    """A client keytab is for pggate as a GSSAPI client, which needs pggate[gss] too."""
+    if value and not gss_support.available():
+        raise SettingError(
+            'parameter "backend_krb_client_keyfile" requires GSSAPI support, '
+            "which is not installed",
+            parameter="backend_krb_client_keyfile",
+            detail=gss_support.missing_detail(),
+            hint=gss_support.HINT,
+        )
+
+
 # PostgreSQL's check hooks: validation beyond a value's type, run wherever a value is set.
 _CHECK_HOOKS: dict[str, Callable[[Value], None]] = {
     "backend": _check_backend,
+    "backend_krb_client_keyfile": _check_backend_krb_client_keyfile,
     "krb_server_keyfile": _check_krb_server_keyfile,
 }
 

@@ -17,6 +17,7 @@ class Config:
     directory: Path
     authentication_timeout: int  # seconds
     backend: str
+    backend_krb_client_keyfile: str
     backend_scram_max_iterations: int
     gss_accept_delegation: bool
     hba_file: str

@@ -85,6 +85,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("backend", "string", "", "postmaster", GATEWAY,
             "libpq conninfo of the PostgreSQL server sessions are relayed to; "
             "empty means the embedded cluster in DIR/pgdata."),
+    Setting("backend_krb_client_keyfile", "string", "", "sighup", GSSAPI,
+            "Sets the location of the Kerberos client key file pggate authenticates to the "
+            "backend with (gssencmode, gss); empty means GSSAPI's default initiator "
+            "credentials (KRB5CCNAME), as libpq."),
     Setting("backend_scram_max_iterations", "int", "100000", "sighup", GATEWAY,
             "Most SCRAM iterations a backend may demand when pggate logs in with a password "
             "(a hostile server could otherwise burn the gateway's CPU).",

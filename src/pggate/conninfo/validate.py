@@ -20,6 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pggate import gss_support
 from pggate.conninfo.keywords import (
     DEFAULT_PORT,
     DEFAULT_SOCKET_DIR,
@@ -384,19 +385,17 @@ def backend_target(text: str, defaults: Values | None = None) -> BackendTarget:
 
 
 def unsupported_by_pggate(target: BackendTarget) -> ConfigError | None:
-    """What pggate still cannot do with this conninfo, refused rather than done weaker.
+    """What pggate cannot do with this conninfo, refused rather than done weaker.
 
-    GSSAPI encryption toward the backend (pggate as a GSSAPI client) is not implemented:
-    ``gssencmode=require`` is refused; ``prefer`` (libpq's default) behaves as libpq does when
-    it finds no credential cache, which pggate never looks for.
+    pggate is a GSSAPI client only with python-gssapi (the extra ``pggate[gss]``); without it
+    ``gssencmode=require`` is refused with libpq's text for a build without GSSAPI, as
+    pqConnectOptions2 refuses it (``prefer``, the default, then never tries GSSAPI).
     """
-    if target.settings.gssencmode == "require" and any(
-        not a.is_unix_socket for a in target.addresses()
-    ):
+    if target.settings.gssencmode == "require" and not gss_support.available():
         return ConfigError(
-            "gssencmode=require is not supported yet",
+            'gssencmode value "require" invalid when GSSAPI support is not compiled in',
             parameter="backend",
-            hint="pggate does not encrypt its backend connections with GSSAPI; use TLS "
-            "(sslmode=verify-full) instead.",
+            detail=gss_support.missing_detail(),
+            hint=gss_support.HINT,
         )
     return None

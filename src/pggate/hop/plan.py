@@ -2,16 +2,28 @@
 
 pggate reaches its backend the way libpq would with the same conninfo. ``PQconnectPoll``
 (fe-connect.c) walks the host list (shuffled once with ``load_balance_hosts=random``) and, for
-each host, the encryption methods ``sslmode`` allows, in its order (``init_allowed_encryption_
-methods``, ``select_next_encryption_method``: ``allow`` tries plaintext first, ``prefer`` TLS
-first). What happens after each outcome is decided here, as libpq decides it:
+each host, the encryption methods ``gssencmode`` and ``sslmode`` allow, in libpq's order
+(``init_allowed_encryption_methods``, ``select_next_encryption_method``): GSSAPI encryption
+first, but only when GSSAPI initiator credentials can be acquired (``pg_GSS_have_cred_cache``:
+an input here, ``gss_credentials``, so that this class stays sans-IO); then ``allow`` tries
+plaintext before TLS, every other sslmode TLS before plaintext. ``gssencmode=require`` allows
+GSSAPI only; ``prefer`` (libpq's default) adds TLS and plaintext as sslmode allows them. As
+libpq documents it, a GSSAPI-encrypted connection is used in preference to TLS whatever
+sslmode says (verify-full included: Kerberos authenticates the server); set
+``gssencmode=disable`` to force TLS where there are credentials.
+What happens after each outcome is decided here, as libpq decides it:
 
+- ``gssencmode=require`` and no credentials: the end, before any connection, with libpq's
+  ``GSSAPI encryption required but no credential cache`` (its ``error_return``);
 - the host cannot be reached (refused, unreachable, timed out, name not resolved): next host;
-- the server answers an SSLRequest with ``N`` (``ENCRYPTION_NEGOTIATION_FAILED``): the next
-  method on the *same* connection when that is plaintext, else an error
-  (``server does not support SSL, but SSL was required``); with direct TLS there is no ``N``;
-- the TLS handshake fails, or the server refuses the login with an ErrorResponse
-  (``CONNECTION_FAILED``): the next method on a *new* connection, else the error ends it;
+- the server answers an SSLRequest or a GSSENCRequest with ``N``
+  (``ENCRYPTION_NEGOTIATION_FAILED``): the next method on the *same* connection (a
+  new one for direct TLS), else an error (``server does not support SSL, but SSL was
+  required``, ``server doesn't support GSSAPI encryption, but it was required``);
+  with direct TLS there is no ``N``;
+- the TLS or GSSAPI handshake fails, the server answers a GSSENCRequest with an error (a
+  pre-12 server), or it refuses the login with an ErrorResponse (``CONNECTION_FAILED``): the
+  next method on a *new* connection, else the error ends it;
 - the server says 57P03 (``the database system is starting up``): next host;
 - the login succeeds but the server is not what ``target_session_attrs`` asks for: next host;
   after the last host, ``prefer-standby`` starts a second pass that takes any server.
@@ -33,6 +45,7 @@ from typing import Literal, Protocol
 from pggate.proto import codes
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+GssEncMode = Literal["disable", "prefer", "require"]
 TargetSessionAttrs = Literal[
     "any", "read-write", "read-only", "primary", "standby", "prefer-standby"
 ]
@@ -50,6 +63,12 @@ class Endpoint(Protocol):
 class Encryption(enum.Enum):
     PLAIN = "plaintext"
     TLS = "TLS"
+    GSS = "GSSAPI"
+
+
+# libpq's texts for a gssencmode=require that cannot be met before any connection is made.
+NO_CREDENTIAL_CACHE = "GSSAPI encryption required but no credential cache"
+GSS_OVER_LOCAL_SOCKET = "GSSAPI encryption required but it is not supported over a local socket"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +98,30 @@ class GiveUp:
 Step = Attempt | GiveUp
 
 
-def _methods(sslmode: SslMode, unix_socket: bool) -> tuple[Encryption, ...]:
-    """init_allowed_encryption_methods + select_next_encryption_method's order (no GSS)."""
-    if unix_socket or sslmode == "disable":
+def _methods(
+    sslmode: SslMode,
+    unix_socket: bool,
+    gssencmode: GssEncMode = "disable",
+    gss_credentials: bool = False,
+) -> tuple[Encryption, ...]:
+    """init_allowed_encryption_methods + select_next_encryption_method's order.
+
+    GSSAPI is tried before TLS, and only with credentials (without them libpq drops it from
+    the allowed methods); ``gssencmode=require`` allows nothing else, ``prefer`` lets sslmode
+    add TLS and plaintext. A Unix socket is plaintext only (its gssencmode=require is refused
+    before this is asked: :data:`GSS_OVER_LOCAL_SOCKET`)."""
+    if unix_socket:
         return (Encryption.PLAIN,)
+    gss = (Encryption.GSS,) if gssencmode != "disable" and gss_credentials else ()
+    if gssencmode == "require":
+        return gss
+    if sslmode == "disable":
+        return (*gss, Encryption.PLAIN)
     if sslmode == "allow":
-        return (Encryption.PLAIN, Encryption.TLS)
+        return (*gss, Encryption.PLAIN, Encryption.TLS)
     if sslmode == "prefer":
-        return (Encryption.TLS, Encryption.PLAIN)
-    return (Encryption.TLS,)
+        return (*gss, Encryption.TLS, Encryption.PLAIN)
+    return (*gss, Encryption.TLS)
 
 
 def server_type_problem(wanted: TargetSessionAttrs, parameters: Mapping[str, str]) -> str | None:
@@ -127,6 +161,8 @@ class ConnectPlan:
 
     ``order`` is the host order (a permutation of ``range(len(hosts))``; the caller shuffles
     it for ``load_balance_hosts=random``, so this class stays deterministic).
+    ``gss_credentials`` is whether GSSAPI initiator credentials could be acquired
+    (``pg_GSS_have_cred_cache``), asked by the caller; it matters unless gssencmode=disable.
     """
 
     hosts: Sequence[Endpoint]
@@ -134,6 +170,8 @@ class ConnectPlan:
     direct: bool
     target_session_attrs: TargetSessionAttrs
     order: Sequence[int]
+    gssencmode: GssEncMode = "disable"
+    gss_credentials: bool = False
     reasons: list[str] = field(default_factory=list)
     _position: int = 0
     _methods: tuple[Encryption, ...] = ()
@@ -170,15 +208,17 @@ class ConnectPlan:
 
     def tls_refused(self) -> Step:
         """The server answered SSLRequest with ``N``."""
-        nxt = self._next_method()
-        if nxt is None:
-            self._note("server does not support SSL, but SSL was required")
-            return self._give_up()
-        # ENCRYPTION_NEGOTIATION_FAILED case 1: the connection is still good for plaintext.
-        return Attempt(nxt.host, nxt.encryption, same_connection=True)
+        return self._negotiation_failed("server does not support SSL, but SSL was required")
+
+    def gss_refused(self) -> Step:
+        """The server answered GSSENCRequest with ``N``."""
+        return self._negotiation_failed(
+            "server doesn't support GSSAPI encryption, but it was required"
+        )
 
     def link_failed(self, reason: str) -> Step:
-        """The TLS handshake or its checks failed (CONNECTION_FAILED)."""
+        """The TLS or GSSAPI handshake or its checks failed, or the server answered a
+        GSSENCRequest with an error (CONNECTION_FAILED)."""
         self._note(reason)
         nxt = self._next_method()
         return nxt if nxt is not None else self._give_up()
@@ -214,6 +254,17 @@ class ConnectPlan:
     def _give_up(self, refusal: bytes | None = None) -> GiveUp:
         return GiveUp(tuple(self.reasons), refusal)
 
+    def _negotiation_failed(self, text: str) -> Step:
+        """encryption_negotiation_failed: the next method, on the same connection (it is still
+        in a known state) unless that is direct TLS; none left ends it with ``text``."""
+        nxt = self._next_method()
+        if nxt is None:
+            self._note(text)
+            return self._give_up()
+        if nxt.direct:  # an existing connection cannot be reused for direct TLS
+            return nxt
+        return Attempt(nxt.host, nxt.encryption, same_connection=True)
+
     def _next_method(self) -> Attempt | None:
         if self._method + 1 >= len(self._methods):
             return None
@@ -228,17 +279,33 @@ class ConnectPlan:
             self._second_pass = True  # PQconnectPoll's SERVER_TYPE_PREFER_STANDBY_PASS2
             self._position = 0
         host = self.hosts[self.order[self._position]]
-        self._methods = _methods(self.sslmode, host.is_unix_socket)
+        if self.gssencmode == "require":
+            # Checked for each host before connecting, and final (no host prefix either: the
+            # host is named only once a connection is attempted).
+            if host.is_unix_socket:
+                return self._doomed(GSS_OVER_LOCAL_SOCKET)
+            if not self.gss_credentials:
+                return self._doomed(NO_CREDENTIAL_CACHE)
+        self._methods = _methods(
+            self.sslmode, host.is_unix_socket, self.gssencmode, self.gss_credentials
+        )
         self._method = 0
         return self.current
 
+    def _doomed(self, text: str) -> GiveUp:
+        self.reasons.append(text)
+        return self._give_up()
+
 
 __all__ = [
+    "GSS_OVER_LOCAL_SOCKET",
+    "NO_CREDENTIAL_CACHE",
     "Attempt",
     "ConnectPlan",
     "Encryption",
     "Endpoint",
     "GiveUp",
+    "GssEncMode",
     "SslMode",
     "Step",
     "TargetSessionAttrs",

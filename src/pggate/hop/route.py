@@ -1,4 +1,5 @@
-"""The backend of one snapshot: the conninfo, its TLS context, and what a login may accept.
+"""The backend of one snapshot: the conninfo, its TLS context, pggate's GSSAPI initiator
+credentials, and what a login may accept.
 
 Both executors of a backend login (a client's session, :mod:`pggate.server.session`, and
 pggate's own catalog look-ups, :mod:`pggate.server.upstream`) take their plan and their
@@ -7,8 +8,12 @@ pggate's own catalog look-ups, :mod:`pggate.server.upstream`) take their plan an
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from pggate.conninfo import (
@@ -19,25 +24,55 @@ from pggate.conninfo import (
     read_pgpass,
     unsupported_by_pggate,
 )
-from pggate.hop.plan import ConnectPlan, SslMode, TargetSessionAttrs
+from pggate.hop.plan import ConnectPlan, GssEncMode, SslMode, TargetSessionAttrs
 from pggate.proto.backend import AuthPolicy, BackendLogin, ChannelBinding, LinkSecurity, RequireAuth
 from pggate.tls.client import BackendTls, BackendTlsSettings
+from pggate.transport.gss_client import ClientCredentials, GssAuthInitiator
 
 if TYPE_CHECKING:
     from pggate.conninfo import BackendAddress
 
+log = logging.getLogger("pggate.backend")
+
 # The role pggate logs in as for its own look-ups when the conninfo names no user.
 DEFAULT_ROLE = "postgres"
+# How long "no GSSAPI credentials" is believed: libpq asks at every connection, which costs
+# about 0.1 ms when there is no credential cache; a gateway with the default gssencmode=prefer
+# and no Kerberos at all would pay it for every backend connection. Credentials that appear
+# (a kinit, a keytab put in place) are seen within this time.
+NO_CREDENTIALS_TTL = 1.0
+
+
+class CredentialProbe:
+    """pg_GSS_have_cred_cache's answer for one route, a "no" remembered briefly."""
+
+    __slots__ = ("_until",)
+
+    def __init__(self) -> None:
+        self._until = 0.0
+
+    def have(self, gss: ClientCredentials) -> bool:
+        now = time.monotonic()
+        if now < self._until:
+            return False
+        if gss.acquire() is not None:
+            return True
+        self._until = now + NO_CREDENTIALS_TTL
+        return False
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
     """How to reach the backend: ``tls`` is None when no host can use TLS (sslmode=disable or
-    only Unix sockets). Built once per configuration, with the snapshot."""
+    only Unix sockets); ``gss`` is where pggate's GSSAPI initiator credentials come from
+    (None: pggate is no GSSAPI client at all, as a libpq built without GSSAPI). Built once per
+    configuration, with the snapshot."""
 
     target: BackendTarget
     tls: BackendTls | None = None
     max_iterations: int = 100_000
+    gss: ClientCredentials | None = None
+    _probe: CredentialProbe = field(default_factory=CredentialProbe, compare=False, repr=False)
 
     @property
     def addresses(self) -> tuple[BackendAddress, ...]:
@@ -51,15 +86,29 @@ class Route:
         return self.target.describe()
 
     def plan(self, order: Sequence[int] | None = None) -> ConnectPlan:
-        """A fresh walk over the hosts; ``order`` is the caller's shuffle (load_balance_hosts)."""
+        """A fresh walk over the hosts; ``order`` is the caller's shuffle (load_balance_hosts).
+
+        Whether GSSAPI credentials can be acquired is asked here, once per walk, and only when
+        GSSAPI encryption could be tried (libpq asks ``pg_GSS_have_cred_cache`` before each
+        connection; the answer does not change within a login)."""
         addresses = self.addresses
+        gssencmode = cast(GssEncMode, self.target.settings.gssencmode)
         return ConnectPlan(
             addresses,
             cast(SslMode, self.target.sslmode),
             self.target.settings.tls.sslnegotiation == "direct",
             cast(TargetSessionAttrs, self.target.target_session_attrs),
             list(order) if order is not None else list(range(len(addresses))),
+            gssencmode=gssencmode,
+            gss_credentials=gssencmode != "disable" and self.gss_credentials(addresses),
         )
+
+    def gss_credentials(self, addresses: Sequence[BackendAddress]) -> bool:
+        """pg_GSS_have_cred_cache, for a walk over ``addresses`` (never asked for Unix
+        sockets only: libpq tries no GSSAPI encryption there)."""
+        if self.gss is None or all(a.is_unix_socket for a in addresses):
+            return False
+        return self._probe.have(self.gss)
 
     def plan_for(self, address: BackendAddress) -> ConnectPlan:
         """A walk over ``address`` alone that takes it whatever its role (a cancel, or a
@@ -109,6 +158,10 @@ class Route:
             scram_keys=scram_keys,
             policy=self.auth_policy(),
             link=link,
+            # pg_GSS_startup names the host entry (None for a hostaddr-only one).
+            gss=None
+            if self.gss is None
+            else GssAuthInitiator(self.gss, address.settings.krbsrvname, address.server_name),
         )
 
 
@@ -129,6 +182,16 @@ def tls_settings(tls: TlsSettings, sslmode: str) -> BackendTlsSettings:
     )
 
 
+def uses_tls(target: BackendTarget) -> bool:
+    """Whether any attempt can be TLS: not with sslmode=disable, nor on Unix sockets, nor with
+    gssencmode=require (libpq allows GSSAPI encryption only then)."""
+    return (
+        target.sslmode != "disable"
+        and target.settings.gssencmode != "require"
+        and any(not a.is_unix_socket for a in target.addresses())
+    )
+
+
 def checked_target(text: str) -> tuple[BackendTarget, BackendTls | None]:
     """The conninfo validated whole: libpq's rules, what pggate cannot do yet, and the TLS
     files it names (loaded into the context now, so a missing root certificate is a
@@ -137,18 +200,33 @@ def checked_target(text: str) -> tuple[BackendTarget, BackendTls | None]:
     problem = unsupported_by_pggate(target)
     if problem is not None:
         raise problem
-    uses_tls = target.sslmode != "disable" and any(not a.is_unix_socket for a in target.addresses())
-    tls = BackendTls.build(tls_settings(target.settings.tls, target.sslmode)) if uses_tls else None
+    tls = (
+        BackendTls.build(tls_settings(target.settings.tls, target.sslmode))
+        if uses_tls(target)
+        else None
+    )
     return target, tls
 
 
-def build_route(text: str, *, max_iterations: int) -> Route:
+def client_credentials(keyfile: Path | None) -> ClientCredentials:
+    """``backend_krb_client_keyfile`` as initiator credentials: None means GSSAPI's default
+    ones (libpq's). A keytab pggate cannot read is logged; GSSAPI then finds no credentials,
+    as libpq finds no credential cache."""
+    if keyfile is None:
+        return ClientCredentials()
+    if not os.access(keyfile, os.R_OK):
+        log.warning('could not read Kerberos client keytab "%s"', keyfile)
+    return ClientCredentials(keytab=f"FILE:{keyfile}")
+
+
+def build_route(text: str, *, max_iterations: int, client_keyfile: Path | None = None) -> Route:
     """Validate the ``backend`` conninfo and build what reaching it needs, once.
 
     The passfile (``passfile``, else ``~/.pgpass``) fills in each host's password when the
     conninfo names none, as libpq's pqConnectOptions2 does; the TLS context is built here so a
     missing root certificate or key is a configuration error at start or reload, not a
-    failure at a client's login.
+    failure at a client's login. ``client_keyfile`` is ``backend_krb_client_keyfile``'s
+    path (None: GSSAPI's default initiator credentials).
     """
     target = backend_target(text)
     problem = unsupported_by_pggate(target)
@@ -158,9 +236,19 @@ def build_route(text: str, *, max_iterations: int) -> Route:
         path = target.passfile or default_passfile()
         if path is not None:
             target = target.with_pgpass(read_pgpass(path), target.user or DEFAULT_ROLE)
-    uses_tls = target.sslmode != "disable" and any(not a.is_unix_socket for a in target.addresses())
-    tls = BackendTls.build(tls_settings(target.settings.tls, target.sslmode)) if uses_tls else None
-    return Route(target, tls, max_iterations)
+    tls = (
+        BackendTls.build(tls_settings(target.settings.tls, target.sslmode))
+        if uses_tls(target)
+        else None
+    )
+    return Route(target, tls, max_iterations, client_credentials(client_keyfile))
 
 
-__all__ = ["DEFAULT_ROLE", "Route", "build_route", "checked_target", "tls_settings"]
+__all__ = [
+    "DEFAULT_ROLE",
+    "Route",
+    "build_route",
+    "checked_target",
+    "client_credentials",
+    "tls_settings",
+]

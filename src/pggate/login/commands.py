@@ -120,8 +120,9 @@ class ConnectBackend:
     """A backend connection to ``address`` for ``startup``'s role, database and parameters,
     carried out as ``attempt`` says (:mod:`pggate.hop.plan`): a pooled one (answer
     :class:`~pggate.login.events.BackendReused`) or a new link (``BackendConnected``, or
-    ``BackendUnreachable`` / ``BackendTlsRefused`` / ``BackendLinkFailed``). The executor
-    drops the backend it holds first, unless ``attempt.same_connection``. ``scram_keys`` are
+    ``BackendUnreachable`` / ``BackendTlsRefused`` / ``BackendGssRefused`` /
+    ``BackendLinkFailed``). The executor drops the backend it holds first, unless
+    ``attempt.same_connection``. ``scram_keys`` are
     for the pool key only; the machine answers the backend's SCRAM with them itself.
     ``refresh``: a pooled backend must report its current ParameterStatus first
     (:class:`~pggate.proto.backend.LoginRefresh`), because target_session_attrs judges it."""

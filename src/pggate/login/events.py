@@ -152,6 +152,12 @@ class BackendTlsRefused:
 
 
 @dataclass(frozen=True, slots=True)
+class BackendGssRefused:
+    """The backend answered GSSENCRequest with ``N``; the connection is kept for TLS or
+    plaintext."""
+
+
+@dataclass(frozen=True, slots=True)
 class BackendLinkFailed:
     """TLS to the backend failed, in libpq's words; ``final`` when libpq would not try
     anything else (its ``error_return``: an error answer to SSLRequest, bytes behind 'S')."""
@@ -201,6 +207,7 @@ Event = (
     | BackendReused
     | BackendUnreachable
     | BackendTlsRefused
+    | BackendGssRefused
     | BackendLinkFailed
     | BackendData
     | BackendEof
@@ -213,6 +220,7 @@ __all__ = [
     "BackendConnected",
     "BackendData",
     "BackendEof",
+    "BackendGssRefused",
     "BackendLinkFailed",
     "BackendReused",
     "BackendTlsRefused",

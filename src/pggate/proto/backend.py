@@ -15,8 +15,13 @@ The SCRAM and MD5 arithmetic is :mod:`pggate.proto.password_math`'s, shared with
 side; the SCRAM client is :mod:`pggate.proto.scram_client`. What the backend may ask for is
 libpq's to decide (fe-auth.c ``check_expected_areq``: ``require_auth`` and ``channel_binding``),
 and :class:`AuthPolicy` carries those settings; pggate adds one rule of its own: no cleartext
-password over a link that is neither TLS nor a local socket unless ``require_auth`` names
-``password`` (libpq would send it).
+password over a link that is neither encrypted (TLS, GSSAPI) nor a local socket unless
+``require_auth`` names ``password`` (libpq would send it).
+
+AuthenticationGSS is answered as fe-auth.c's ``pg_GSS_startup``/``pg_GSS_continue`` do, by a
+:class:`GssAuthClient` the caller supplies (:mod:`pggate.transport.gss_client` holds the
+GSSAPI calls; this module makes none): one GSSResponse per output token, libpq's texts for
+each failure.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from pggate.proto import codec, codes, password_math, query
 from pggate.proto.errors import ClientError, ProtocolViolation
@@ -107,11 +112,32 @@ class AuthPolicy:
 @dataclass(frozen=True, slots=True)
 class LinkSecurity:
     """What the link to the backend protects: ``end_point_hash`` is the backend certificate's
-    tls-server-end-point hash when TLS is in use; ``local`` is a Unix socket."""
+    tls-server-end-point hash when TLS is in use; ``local`` is a Unix socket; ``gss`` is
+    GSSAPI encryption (libpq's ``gssapi_used`` before any authentication request)."""
 
     tls: bool = False
     end_point_hash: bytes | None = None
     local: bool = False
+    gss: bool = False
+
+
+class GssAuthFailure(Exception):
+    """A :class:`GssAuthClient` could not go on; the message is libpq's text
+    (``GSSAPI continuation error: ...``, ``host name must be specified``, ...)."""
+
+
+class GssAuthClient(Protocol):
+    """pggate's GSSAPI initiator for one backend login (fe-auth.c pg_GSS_startup/continue).
+
+    ``step(None)`` starts the context (AuthenticationGSS), ``step(token)`` continues it with
+    the server's AuthenticationGSSContinue; each returns (the token to send, possibly empty;
+    whether the context is complete) or raises :class:`GssAuthFailure`. ``started`` is true
+    once a context exists."""
+
+    @property
+    def started(self) -> bool: ...
+
+    def step(self, token: bytes | None) -> tuple[bytes, bool]: ...
 
 
 PLAIN_TCP: Final = LinkSecurity()
@@ -139,6 +165,8 @@ class BackendLogin:
     scram_keys: tuple[bytes, bytes] | None = field(default=None, repr=False)  # Client, Server
     policy: AuthPolicy = AuthPolicy()
     link: LinkSecurity = PLAIN_TCP
+    # pggate's GSSAPI initiator toward this host; None: GSSAPI is not available to pggate.
+    gss: GssAuthClient | None = field(default=None, repr=False)
     state: LoginState = LoginState.AUTHENTICATING
     _buffer: bytearray = field(default_factory=bytearray)
     _burst: bytearray = field(default_factory=bytearray)
@@ -208,7 +236,10 @@ class BackendLogin:
         if required is not None:
             reason = None
             if request == codes.AUTH_OK:
-                if required.auth_required and not self._finished_auth:
+                # GSSAPI encryption authenticated both ends already: require_auth=gss is met
+                # without an AuthenticationGSS exchange (libpq's gssapi_used).
+                gss_done = self.link.gss and codes.AUTH_GSS in required.allowed
+                if required.auth_required and not self._finished_auth and not gss_done:
                     reason = "server did not complete authentication"
             elif request not in required.allowed:
                 reason = _AREQ_DESCRIPTION.get(
@@ -250,7 +281,28 @@ class BackendLogin:
             raise _login_error(str(exc)) from None
         if request in (codes.AUTH_CLEARTEXT_PASSWORD, codes.AUTH_MD5_PASSWORD):
             return self._send_password(request, payload)
+        if request in (codes.AUTH_GSS, codes.AUTH_GSS_CONTINUE):
+            return self._answer_gss(request, payload)
         raise _login_error(f"authentication method {request} not supported")
+
+    def _answer_gss(self, request: int, payload: bytes) -> bytes:
+        """pg_GSS_startup (AuthenticationGSS) and pg_GSS_continue (AuthenticationGSSContinue):
+        the output token, if any, as GSSResponse; a complete context finishes the
+        authentication (libpq's client_finished_auth)."""
+        gss = self.gss
+        if gss is None:
+            raise _login_error("GSSAPI authentication not supported")
+        if request == codes.AUTH_GSS and gss.started:
+            raise _login_error("duplicate GSS authentication request")
+        # A continuation without a context is a first call, its payload unread (libpq).
+        token = payload if gss.started else None
+        try:
+            output, complete = gss.step(token)
+        except GssAuthFailure as exc:
+            raise _login_error(str(exc)) from None
+        if complete:
+            self._finished_auth = True
+        return codec.password_message(output) if output else b""
 
     def _send_password(self, request: int, payload: bytes) -> bytes:
         """pg_password_sendauth, after pggate's own cleartext rule."""
@@ -260,7 +312,8 @@ class BackendLogin:
         if request == codes.AUTH_CLEARTEXT_PASSWORD:
             link = self.link
             required = self.policy.require_auth
-            if not (link.tls or link.local) and not (required and required.names_password):
+            encrypted = link.tls or link.gss or link.local
+            if not encrypted and not (required and required.names_password):
                 raise _login_error(
                     "server requested a cleartext password over an unencrypted connection; "
                     "pggate does not send it unless the backend conninfo says "

@@ -1,10 +1,15 @@
-"""One try at a link to the backend: connect, then TLS if the plan says so (libpq's way).
+"""One try at a link to the backend: connect, then TLS or GSSAPI encryption if the plan says
+so (libpq's way).
 
 The decisions (which host, which encryption, what a failure means) are
 :mod:`pggate.hop.plan`'s; this module carries out one :class:`~pggate.hop.plan.Attempt` and
 reports how it ended in libpq's words (fe-connect.c ``PQconnectPoll``, fe-secure-openssl.c
-``open_client_SSL``). The TLS context is built once per configuration
-(:mod:`pggate.tls.client`), never per connection.
+``open_client_SSL``, fe-secure-gssapi.c ``pqsecure_open_gss``). The TLS context is built once
+per configuration (:mod:`pggate.tls.client`), never per connection.
+
+A GSSAPI-encrypted link is handed on as a :class:`~pggate.server.gss_link.GssTransport`: a
+transport of plaintext, like the one ``loop.start_tls`` returns for TLS, so nothing above this
+module (login, pool, relay) treats it differently.
 """
 
 from __future__ import annotations
@@ -20,9 +25,17 @@ from pggate.conninfo import BackendAddress, TcpSettings
 from pggate.hop.plan import Attempt, Encryption
 from pggate.proto import codec, codes
 from pggate.proto.backend import LinkSecurity
+from pggate.server.gss_link import GssTransport
 from pggate.server.inbox import InboxProtocol
 from pggate.tls import client
 from pggate.tls.client import BackendTls
+from pggate.transport.gss_client import (
+    INITIATE_FAILED,
+    ClientCredentials,
+    GssClientError,
+    GssClientHandshake,
+    service_name,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +47,8 @@ class LinkFacts:
     cipher: str | None = None
     # RFC 5929 tls-server-end-point of the backend's certificate, for SCRAM-SHA-256-PLUS.
     server_end_point_hash: bytes | None = None
+    gss: bool = False  # GSSAPI encryption (then encrypted, with no TLS facts)
+    gss_principal: str | None = None  # pggate's own principal in that context
 
 
 PLAIN_LINK = LinkFacts(encrypted=False)
@@ -53,8 +68,19 @@ class TlsRefused(Exception):
         self.protocol = protocol
 
 
+class GssRefused(Exception):
+    """The server answered GSSENCRequest with ``N``; the connection is still good (kept here,
+    for TLS or plaintext on the same connection when the conninfo allows them)."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: InboxProtocol) -> None:
+        super().__init__("server does not support GSSAPI encryption")
+        self.transport = transport
+        self.protocol = protocol
+
+
 class LinkFailed(Exception):
-    """TLS could not be set up (the plan may retry another method on a new connection)."""
+    """TLS or GSSAPI encryption could not be set up (the plan may retry another method on a
+    new connection)."""
 
 
 class LinkBroken(Exception):
@@ -96,19 +122,24 @@ async def establish(
     attempt: Attempt,
     tls: BackendTls | None,
     kept: Established | None = None,
+    gss: ClientCredentials | None = None,
 ) -> Established:
     """Carry out one attempt of the plan: a new connection (or ``kept``, the one the server
-    refused TLS on, for ``same_connection``), then TLS if the attempt says so. Raises
-    Unreachable, TlsRefused, LinkFailed or LinkBroken, each of which the plan judges."""
+    refused an encryption request on, for ``same_connection``), then TLS or GSSAPI
+    encryption if the attempt says so (``gss``: pggate's initiator credentials). Raises
+    Unreachable, TlsRefused, GssRefused, LinkFailed or LinkBroken, each of which the plan
+    judges."""
     if attempt.same_connection and kept is not None:
-        return Established(
-            kept.transport, kept.protocol, LinkSecurity(local=address.is_unix_socket)
-        )
-    transport, protocol = await open_socket(address, tune=tcp_tuner(address.settings.tcp))
-    if attempt.encryption is not Encryption.TLS:
+        transport, protocol = kept.transport, kept.protocol
+    else:
+        transport, protocol = await open_socket(address, tune=tcp_tuner(address.settings.tcp))
+    if attempt.encryption is Encryption.PLAIN:
         return Established(transport, protocol, LinkSecurity(local=address.is_unix_socket))
-    assert tls is not None, "a TLS attempt without a TLS context"
     try:
+        if attempt.encryption is Encryption.GSS:
+            assert gss is not None, "a GSSAPI attempt without initiator credentials"
+            return await _secure_gss(address, transport, protocol, gss)
+        assert tls is not None, "a TLS attempt without a TLS context"
         if not attempt.direct:
             await request_tls(transport, protocol, address.connect_timeout)
         secured, facts = await start_tls(
@@ -119,13 +150,39 @@ async def establish(
             direct=attempt.direct,
             timeout=address.connect_timeout,
         )
-    except TlsRefused:
+    except (TlsRefused, GssRefused):
         raise
     except BaseException:
         transport.close()
         raise
     security = LinkSecurity(tls=True, end_point_hash=facts.server_end_point_hash)
     return Established(secured, protocol, security, facts)
+
+
+async def _secure_gss(
+    address: BackendAddress,
+    transport: asyncio.Transport,
+    protocol: InboxProtocol,
+    gss: ClientCredentials,
+) -> Established:
+    """CONNECTION_GSS_STARTUP: GSSENCRequest, the answer, the handshake, libpq's checks."""
+    timeout = address.connect_timeout
+    await request_gss(transport, protocol, timeout)
+    # Bytes behind 'G' came before the handshake: unencrypted, maybe injected. libpq's
+    # handshake reads the socket, not them; it finds them once the context is established.
+    behind = protocol.take()
+    # PQhost: the host entry, else the hostaddr (pg_GSS_load_servicename).
+    target = service_name(address.settings.krbsrvname, address.server_name or address.host)
+    try:
+        async with asyncio.timeout(timeout):
+            secured, principal = await start_gss(transport, protocol, gss, target)
+    except TimeoutError:
+        raise Unreachable("timeout expired") from None
+    if behind:
+        secured.close()
+        raise LinkBroken("received unencrypted data after GSSAPI encryption response")
+    facts = LinkFacts(encrypted=True, gss=True, gss_principal=principal)
+    return Established(secured, protocol, LinkSecurity(gss=True), facts)
 
 
 async def open_socket(
@@ -188,6 +245,72 @@ async def request_tls(
     protocol.take()
 
 
+async def request_gss(
+    transport: asyncio.Transport, protocol: InboxProtocol, timeout: float | None
+) -> None:
+    """GSSENCRequest and the server's one-byte answer: ``G`` returns with the byte consumed,
+    ``N`` raises GssRefused, an error answer (a server older than 12) LinkFailed, anything
+    else LinkBroken (fe-connect.c CONNECTION_GSS_STARTUP)."""
+    transport.write(codec.gssenc_request())
+    try:
+        async with asyncio.timeout(timeout):
+            while not protocol.inbox:
+                if not await protocol.wait_for_data():
+                    raise LinkBroken("server closed the connection unexpectedly")
+    except TimeoutError:
+        raise Unreachable("timeout expired") from None
+    answer = bytes(protocol.inbox[:1])
+    if answer == codes.MSG_ERROR_RESPONSE:
+        # Not read (the server is not authenticated yet), and unlike after SSLRequest not
+        # final: the next method on a new connection.
+        raise LinkFailed("server sent an error response during GSS encryption exchange")
+    del protocol.inbox[:1]
+    if answer == codes.ENCRYPTION_REFUSE:
+        raise GssRefused(transport, protocol)
+    if answer != codes.GSS_ACCEPT:
+        raise LinkBroken(
+            f"received invalid response to GSSAPI negotiation: {answer.decode('latin-1')}"
+        )
+
+
+async def start_gss(
+    transport: asyncio.Transport,
+    protocol: InboxProtocol,
+    gss: ClientCredentials,
+    target: str,
+) -> tuple[GssTransport, str | None]:
+    """pqsecure_open_gss over ``transport``: the GSSAPI transport of plaintext and pggate's
+    principal in the context. The first ``gss_init_sec_context`` may ask the KDC for a ticket
+    (blocking I/O in the GSSAPI library), so it runs in a thread; the others only process the
+    server's tokens. A failure is LinkFailed with libpq's text."""
+    try:
+        credentials = gss.for_context(INITIATE_FAILED)
+        handshake = GssClientHandshake(credentials, target)
+        first = await asyncio.to_thread(handshake.start)
+        if first:
+            transport.write(first)
+        while not handshake.done:
+            if not await protocol.wait_for_data():
+                raise LinkFailed("server closed the connection unexpectedly")
+            reply = handshake.feed(protocol.take())
+            if reply:
+                transport.write(reply)
+        gss_codec = handshake.codec()
+        principal = handshake.principal
+    except GssClientError as exc:
+        raise LinkFailed(exc.message) from None
+    secured = GssTransport(transport, gss_codec, protocol)
+    protocol.connection_made(secured)
+    try:
+        plain = gss_codec.feed(b"")  # packets that came in behind the last handshake token
+    except GssClientError as exc:
+        secured.close()
+        raise LinkBroken(exc.message) from None
+    if plain:
+        protocol.data_received(plain)
+    return secured, principal
+
+
 async def start_tls(
     transport: asyncio.Transport,
     protocol: InboxProtocol,
@@ -245,6 +368,7 @@ async def start_tls(
 __all__ = [
     "PLAIN_LINK",
     "Established",
+    "GssRefused",
     "LinkBroken",
     "LinkFacts",
     "LinkFailed",
@@ -252,7 +376,9 @@ __all__ = [
     "Unreachable",
     "establish",
     "open_socket",
+    "request_gss",
     "request_tls",
+    "start_gss",
     "start_tls",
     "tcp_tuner",
 ]

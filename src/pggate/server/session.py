@@ -105,7 +105,8 @@ class ClientSession(InboxProtocol):
         self.backend_inbox: InboxProtocol | None = None
         self.backend_created: float | None = None  # a pooled backend's first login
         self.backend_address: BackendAddress | None = None  # the host of the backend
-        self.kept_link: link.Established | None = None  # the connection TLS was refused on
+        # The connection TLS or GSSAPI encryption was refused on (for the plan's next method).
+        self.kept_link: link.Established | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -414,7 +415,8 @@ class ClientSession(InboxProtocol):
 
     async def _connect_backend(self, command: lm.ConnectBackend) -> list[lm.Command]:
         """Carry out one attempt of the machine's plan: a pooled backend for this host, role,
-        database and parameters, or a new link (TLS as the attempt says)."""
+        database and parameters, or a new link (TLS or GSSAPI encryption as the attempt
+        says; a GSSAPI-encrypted one is a transport of plaintext like a TLS one)."""
         policy = self.snapshot.policy
         startup, address, attempt = command.startup, command.address, command.attempt
         kept, self.kept_link = self.kept_link, None
@@ -430,14 +432,19 @@ class ClientSession(InboxProtocol):
                     self.backend, self.backend_created = reused.transport, reused.created
                     return self._feed(*self._client_so_far(), lm.BackendReused(login))
         self.backend_created = None
+        route = policy.backend
         try:
-            established = await link.establish(address, attempt, policy.backend.tls, kept)
+            established = await link.establish(address, attempt, route.tls, kept, route.gss)
         except link.Unreachable as exc:
             return self._feed(lm.BackendUnreachable(str(exc)))
         except link.TlsRefused as exc:
             self.backend, self.backend_inbox = exc.transport, exc.protocol
             self.kept_link = link.Established(exc.transport, exc.protocol, PLAIN_TCP)
             return self._feed(lm.BackendTlsRefused())
+        except link.GssRefused as exc:
+            self.backend, self.backend_inbox = exc.transport, exc.protocol
+            self.kept_link = link.Established(exc.transport, exc.protocol, PLAIN_TCP)
+            return self._feed(lm.BackendGssRefused())
         except link.LinkFailed as exc:
             return self._feed(lm.BackendLinkFailed(str(exc)))
         except link.LinkBroken as exc:

@@ -41,20 +41,23 @@ class BackendSession:
 async def connect(
     route: Route, plan: ConnectPlan, step: Step, kept: link.Established | None = None
 ) -> tuple[link.Established, Attempt]:
-    """Carry out the plan until a link is up (TLS as the plan says); 08006 when none is."""
+    """Carry out the plan until a link is up (TLS or GSSAPI encryption as the plan says);
+    08006 when none is."""
     while True:
         if isinstance(step, GiveUp):
             raise backend_unavailable(step.detail)
         address = route.addresses[step.host]
         try:
-            return await link.establish(address, step, route.tls, kept), step
+            return await link.establish(address, step, route.tls, kept, route.gss), step
         except link.Unreachable as exc:
             step = plan.unreachable(str(exc))
-        except link.TlsRefused as exc:
+        except (link.TlsRefused, link.GssRefused) as exc:
             kept = link.Established(exc.transport, exc.protocol, PLAIN_TCP)
-            step = plan.tls_refused()
-            if isinstance(step, GiveUp):
+            refused = isinstance(exc, link.TlsRefused)
+            step = plan.tls_refused() if refused else plan.gss_refused()
+            if isinstance(step, GiveUp) or not step.same_connection:
                 exc.transport.close()
+                kept = None
         except link.LinkFailed as exc:
             step = plan.link_failed(str(exc))
         except link.LinkBroken as exc:
