@@ -45,6 +45,8 @@ def _yes(value: str | None) -> bool:
 
 def _link(found: catalog.Found, sslmode: str) -> str:
     facts = found.link
+    if facts.gss:
+        return f"GSSAPI-encrypted (as {facts.gss_principal})"
     if facts.encrypted:
         return f"TLS ({facts.tls_version}, {facts.cipher}; sslmode={sslmode})"
     if found.address.is_unix_socket:

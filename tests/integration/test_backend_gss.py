@@ -27,6 +27,7 @@ import pytest
 from conftest import (
     DEBIAN_PG_BINDIR,
     Gateway,
+    check_connect,
     login_error,
     prepare_gateway_dir,
     start_gateway,
@@ -158,6 +159,9 @@ def test_sessions_are_gss_encrypted_with_the_client_keytab(
         count = conn.execute("select count(*) from generate_series(1, 50000)").fetchone()
         assert count == (50000,)
     assert "GSSAPI" not in gateway.log()
+    checked = check_connect(gateway.directory)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"link: GSSAPI-encrypted (as {CLIENT})" in checked.stdout
 
 
 def test_gss_authentication_without_encryption(gss_gateway: GssGateway) -> None:
