@@ -1038,6 +1038,9 @@ TRUST: Final = Gateway("host all all 0.0.0.0/0 trust\n", ssl=True, gss=True)
 HELLO_ALICE: Final = startup(user="alice", database="db")
 
 
+SLOT: Final = Admission(False, 0)  # the second count, once authenticated: the slot is free
+
+
 def started(gateway: Gateway, *events: Event) -> tuple[Gateway, list[Event]]:
     return gateway, [Start(), ClientData(HELLO_ALICE), Admission(False, 0), *events]
 
@@ -1065,10 +1068,11 @@ def paths() -> dict[State, tuple[Gateway, list[Event]]]:
         State.PASSWORD_EXCHANGE: started(password, secret),
         State.PREPARING_GSS: started(gss_method),
         State.GSS_EXCHANGE: started(gss_method, gss_ready),
-        State.CONNECTING_BACKEND: started(TRUST),
-        State.BACKEND_LOGIN: started(TRUST, BackendConnected()),
-        State.REGISTERING_CANCEL_KEY: started(TRUST, BackendReused(LOGIN)),
-        State.RELAYING: started(TRUST, BackendReused(LOGIN), CancelKeyIssued(4711, b"kkkk")),
+        State.CLAIMING_SLOT: started(TRUST),
+        State.CONNECTING_BACKEND: started(TRUST, SLOT),
+        State.BACKEND_LOGIN: started(TRUST, SLOT, BackendConnected()),
+        State.REGISTERING_CANCEL_KEY: started(TRUST, SLOT, BackendReused(LOGIN)),
+        State.RELAYING: started(TRUST, SLOT, BackendReused(LOGIN), CancelKeyIssued(4711, b"kkkk")),
         State.CLOSED: (TRUST, [Start(), ClientEof()]),
     }
 

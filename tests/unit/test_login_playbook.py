@@ -103,6 +103,7 @@ from pggate.login import (
     Timeout,
     WriteRaw,
 )
+from pggate.login.machine import Input
 from pggate.proto import codec, codes
 from pggate.proto.backend import LinkSecurity, LoginComplete
 from pggate.proto.errors import ClientError, ProtocolViolation
@@ -114,6 +115,8 @@ from pggate.transport.gss_client import ClientCredentials
 
 WHERE = BACKEND.describe()
 CONNECT = SetTimeout(BACKEND.connect_timeout)
+# The second count, once authenticated (CheckAdmission again): a slot is free, TakeSlot follows.
+SLOT_FREE = Admission(False, 0)
 ALICE = StartupMessage(codes.PROTOCOL_3_0, (("user", "alice"), ("database", "db")), ())
 HELLO_ALICE = startup(user="alice", database="db")
 BACKEND_KEY = (4242, b"\x01\x02\x03\x04")
@@ -198,8 +201,10 @@ def test_trust_login_over_plain() -> None:
     pb = (
         started(m)
         >> Admission(stopping=False, connections=0)
-        << TakeSlot()
         << authenticated('user="alice"', "trust")
+        << CheckAdmission()
+        >> SLOT_FREE
+        << TakeSlot()
         << CONNECT
         << connect_backend(ALICE)
     )
@@ -212,7 +217,15 @@ def test_pipelined_client_bytes_reach_the_backend_after_the_greeting() -> None:
     m = machine(log_connections="")
     query = codec.password_message(b"not read by pggate")  # any message; relayed untouched
     pb = Playbook(m) >> Start() << SetTimeout(60) >> ClientData(HELLO_ALICE + query)
-    pb = pb << CheckAdmission() >> Admission(False, 3) << TakeSlot() << CONNECT
+    pb = (
+        pb
+        << CheckAdmission()
+        >> Admission(False, 3)
+        << CheckAdmission()
+        >> SLOT_FREE
+        << TakeSlot()
+        << CONNECT
+    )
     pb = pb << connect_backend(ALICE) >> ClientData(b"more") >> BackendReused(LOGIN)
     pb = pb << SetTimeout(None) << RegisterCancelKey(4, *BACKEND_KEY) >> CancelKeyIssued(*OUR_KEY)
     greeting = OK + PARAMS + codec.backend_key_data(*OUR_KEY) + READY
@@ -223,7 +236,7 @@ def test_protocol_3_2_gets_a_32_byte_key() -> None:
     m = machine(log_connections="")
     packet = startup(codes.PROTOCOL_3_2, user="alice", database="db")
     pb = Playbook(m) >> Start() << SetTimeout(60) >> ClientData(packet) << CheckAdmission()
-    pb = pb >> Admission(False, 0) << TakeSlot() << CONNECT
+    pb = pb >> Admission(False, 0) << CheckAdmission() >> SLOT_FREE << TakeSlot() << CONNECT
     assert pb << connect_backend(StartupMessage(codes.PROTOCOL_3_2, ALICE.parameters, ()))
     assert m.feed(BackendReused(LOGIN)) == [SetTimeout(None), RegisterCancelKey(32, *BACKEND_KEY)]
 
@@ -241,18 +254,93 @@ def test_admission_refusals(admission: Admission, sqlstate: str, text: str) -> N
     assert m.state is State.CLOSED
 
 
+TOO_MANY = "sorry, too many clients already"
+
+
 def test_max_connections_is_the_configured_one() -> None:
     m = machine(max_connections="5")
-    pb = started(m) >> Admission(False, 4) << TakeSlot() << authenticated('user="alice"', "trust")
+    pb = started(m) >> Admission(False, 4) << authenticated('user="alice"', "trust")
+    pb = pb << CheckAdmission() >> Admission(False, 4) << TakeSlot()
     assert pb << CONNECT << connect_backend(ALICE)
     m = machine(max_connections="5")
-    assert started(m) >> Admission(False, 5) << fatal("53300", "sorry, too many clients already")
+    assert started(m) >> Admission(False, 5) << fatal("53300", TOO_MANY)
+
+
+def test_the_slot_is_taken_only_once_authenticated() -> None:
+    """max_connections counts authenticated sessions: the first count takes nothing, the
+    pg_hba.conf look-ups and the method run without a slot, and the slot is taken (after a
+    second count) in the moves the table lists for it."""
+    m = machine("host all +staff 0.0.0.0/0 password\n", max_connections="5")
+    pb = started(m) >> Admission(False, 4) << LookUpRoles("alice")
+    pb = pb >> RolesFound(frozenset({"alice", "staff"})) << FETCH >> found(scram_secret(PASSWORD))
+    pb = pb << SendToClient(codec.authentication_request(codes.AUTH_CLEARTEXT_PASSWORD))
+    pb = pb >> ClientData(p(PASSWORD.encode() + b"\0"))
+    assert pb << authenticated('identity="alice"', "password") << CheckAdmission()
+    claiming = m.state
+    assert claiming is State.CLAIMING_SLOT
+    assert pb >> Admission(False, 4) << TakeSlot() << CONNECT << connect_backend(ALICE)
+    assert m.state is State.CONNECTING_BACKEND
+    authenticating = (
+        State.ADMITTING,
+        State.LOOKING_UP_ROLES,
+        State.LOOKING_UP_HOSTNAME,
+        State.PASSWORD_EXCHANGE,
+        State.GSS_EXCHANGE,
+    )
+    for state in authenticating:
+        assert TRANSITIONS[state, Input.AUTHENTICATED] is State.CLAIMING_SLOT
+    assert TRANSITIONS[State.CLAIMING_SLOT, Input.ADMISSION] is State.CLAIMING_SLOT
+    assert TRANSITIONS[State.CLAIMING_SLOT, Input.SLOT_TAKEN] is State.CONNECTING_BACKEND
+    assert TRANSITIONS[State.CLAIMING_SLOT, Input.FAIL] is State.CLOSED
+    assert not [
+        key
+        for key in TRANSITIONS
+        if key[1] is Input.SLOT_TAKEN and key[0] is not State.CLAIMING_SLOT
+    ]
+
+
+def test_sessions_that_filled_up_meanwhile_refuse_the_authenticated_client() -> None:
+    """Room at startup, none once authenticated: FATAL 53300 instead of AuthenticationOk (and
+    instead of SCRAM's server signature), no slot, no backend; the log line names no
+    pg_hba.conf line, since authentication did not fail."""
+    m = machine("host all all 0.0.0.0/0 scram-sha-256\n", max_connections="5")
+    client = scramp.ScramClient(["SCRAM-SHA-256"], "alice", PASSWORD)
+    pb = started(m) >> Admission(False, 4) << FETCH >> found(scram_secret(PASSWORD))
+    pb = pb << SendToClient(codec.authentication_request(codes.AUTH_SASL, b"SCRAM-SHA-256\0\0"))
+    first = client.get_client_first().encode()
+    server_first = placeholder()
+    pb = pb >> ClientData(p(sasl_initial(b"SCRAM-SHA-256", first))) << SendToClient(server_first)
+    assert pb
+    client.set_server_first(auth_request(server_first.value)[1].decode())
+    pb = pb >> ClientData(p(client.get_client_final().encode()))
+    pb = pb << authenticated('identity="alice"', "scram-sha-256") << CheckAdmission()
+    assert pb >> Admission(False, 5) << fatal("53300", TOO_MANY)
+    assert m.state is State.CLOSED
+
+
+def test_a_shutdown_begun_during_authentication_does_not_refuse_the_slot() -> None:
+    """As in PostgreSQL, a connection admitted before the shutdown completes its login (fast
+    shutdown closes it anyway); only the count is judged again."""
+    m = machine()
+    pb = started(m) >> Admission(False, 0) << authenticated('user="alice"', "trust")
+    pb = pb << CheckAdmission() >> Admission(True, 0) << TakeSlot()
+    assert pb << CONNECT << connect_backend(ALICE)
+
+
+def test_client_bytes_wait_while_the_slot_is_claimed() -> None:
+    """The shell answers CheckAdmission at once; if bytes or EOF come first they are kept, as
+    in every state that waits for an answer."""
+    m = machine(log_connections="")
+    pb = Playbook(m) >> Start() << SetTimeout(60) >> ClientData(HELLO_ALICE) << CheckAdmission()
+    pb = pb >> Admission(False, 0) << CheckAdmission() >> ClientData(b"Q") >> ClientEof()
+    assert pb >> SLOT_FREE << TakeSlot() << CONNECT << connect_backend(ALICE)
+    assert m.feed(BackendReused(LOGIN)) == [Close()]  # the client left meanwhile
 
 
 def test_no_pg_hba_entry() -> None:
     m = machine("hostssl all all 0.0.0.0/0 trust\n")
     text = 'no pg_hba.conf entry for host "192.0.2.10", user "alice", database "db", no encryption'
-    assert started(m) >> Admission(False, 0) << TakeSlot() << fatal("28000", text)
+    assert started(m) >> Admission(False, 0) << fatal("28000", text)
 
 
 def test_reject_line_names_the_line_in_the_log_only() -> None:
@@ -262,28 +350,36 @@ def test_reject_line_names_the_line_in_the_log_only() -> None:
         'pg_hba.conf rejects connection for host "192.0.2.10", user "alice", database "db", '
         "no encryption"
     )
-    assert started(m) >> Admission(False, 0) << TakeSlot() << fatal("28000", message, line(text))
+    assert started(m) >> Admission(False, 0) << fatal("28000", message, line(text))
 
 
 def test_unsupported_method_is_refused_with_its_name() -> None:
     text = "host all all 0.0.0.0/0 ident\n"
     m = machine(text)
     message = 'authentication method "ident" is not supported by this pggate build'
-    assert started(m) >> Admission(False, 0) << TakeSlot() << fatal("28000", message, line(text))
+    assert started(m) >> Admission(False, 0) << fatal("28000", message, line(text))
 
 
 def test_roles_and_host_name_are_looked_up_only_when_needed() -> None:
     text = "host all +staff client.example.com trust\n"
     m = machine(text)
-    pb = started(m) >> Admission(False, 0) << TakeSlot() << LookUpRoles("alice")
+    pb = started(m) >> Admission(False, 0) << LookUpRoles("alice")
     pb = pb >> RolesFound(frozenset({"alice", "staff"}))
     pb = pb << LookUpHostName(ip_address(HOST), None) >> HostNameChecked("client.example.com")
-    assert pb << authenticated('user="alice"', "trust") << CONNECT << connect_backend(ALICE)
+    assert (
+        pb
+        << authenticated('user="alice"', "trust")
+        << CheckAdmission()
+        >> SLOT_FREE
+        << TakeSlot()
+        << CONNECT
+        << connect_backend(ALICE)
+    )
 
 
 def test_unverified_host_name_matches_no_line() -> None:
     m = machine("host all all client.example.com trust\n")
-    pb = started(m) >> Admission(False, 0) << TakeSlot() << LookUpHostName(ip_address(HOST), None)
+    pb = started(m) >> Admission(False, 0) << LookUpHostName(ip_address(HOST), None)
     text = 'no pg_hba.conf entry for host "192.0.2.10", user "alice", database "db", no encryption'
     assert pb >> HostNameChecked(None) << fatal("28000", text)
 
@@ -293,7 +389,7 @@ def test_log_hostname_name_is_reused_for_pg_hba() -> None:
     pb = Playbook(m) >> Start() << LookUpRemoteHost() >> RemoteHostFound("client.example.com")
     pb = pb << Log(Level.LOG, f"connection received: host=client.example.com port={PORT}")
     pb = pb << SetTimeout(60) >> ClientData(HELLO_ALICE) << CheckAdmission()
-    pb = pb >> Admission(False, 0) << TakeSlot()
+    pb = pb >> Admission(False, 0)
     assert pb << LookUpHostName(ip_address(HOST), "client.example.com")
     assert m.remote_host == "client.example.com"
 
@@ -301,7 +397,7 @@ def test_log_hostname_name_is_reused_for_pg_hba() -> None:
 def test_role_lookup_failure_is_the_catalog_error() -> None:
     m = machine("host all +staff 0.0.0.0/0 trust\n")
     error = ClientError("08006", "could not connect to the backend server", log_detail="down")
-    pb = started(m) >> Admission(False, 0) << TakeSlot() << LookUpRoles("alice")
+    pb = started(m) >> Admission(False, 0) << LookUpRoles("alice")
     assert pb >> RoleLookupFailed(error) << fatal("08006", error.message, "down")
 
 
@@ -316,18 +412,26 @@ FETCH = FetchSecret("alice", role_secret_sql("alice"))
 def test_cleartext_password_right() -> None:
     text = "host all all 0.0.0.0/0 password\n"
     m = machine(text)
-    pb = started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    pb = started(m) >> Admission(False, 0) << FETCH
     pb = pb >> found(scram_secret(PASSWORD))
     pb = pb << SendToClient(codec.authentication_request(codes.AUTH_CLEARTEXT_PASSWORD))
     pb = pb >> ClientData(p(PASSWORD.encode() + b"\0"))
-    pb = pb << authenticated('identity="alice"', "password") << CONNECT << connect_backend(ALICE)
+    pb = (
+        pb
+        << authenticated('identity="alice"', "password")
+        << CheckAdmission()
+        >> SLOT_FREE
+        << TakeSlot()
+        << CONNECT
+        << connect_backend(ALICE)
+    )
     assert to_relay(pb)
 
 
 def test_cleartext_password_wrong_byte_by_byte() -> None:
     text = "host all all 0.0.0.0/0 password\n"
     m = machine(text)
-    pb = started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    pb = started(m) >> Admission(False, 0) << FETCH
     pb = pb >> found(scram_secret(PASSWORD))
     assert pb << SendToClient(codec.authentication_request(codes.AUTH_CLEARTEXT_PASSWORD))
     message = p(b"wrong\0")
@@ -341,20 +445,22 @@ def test_md5_login() -> None:
     text = "host all all 0.0.0.0/0 md5\n"
     m = machine(text)
     request = placeholder()
-    pb = started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    pb = started(m) >> Admission(False, 0) << FETCH
     assert pb >> found(md5_stored(PASSWORD, "alice")) << SendToClient(request)
     code, salt = auth_request(request.value)
     assert code == codes.AUTH_MD5_PASSWORD
     inner = hashlib.md5(f"{PASSWORD}alice".encode()).hexdigest().encode()
     answer = b"md5" + hashlib.md5(inner + salt).hexdigest().encode() + b"\0"
     pb = pb >> ClientData(p(answer)) << authenticated('identity="alice"', "md5")
-    assert to_relay(pb << CONNECT << connect_backend(ALICE))
+    assert to_relay(
+        pb << CheckAdmission() >> SLOT_FREE << TakeSlot() << CONNECT << connect_backend(ALICE)
+    )
 
 
 def test_unknown_role_fails_like_a_wrong_password() -> None:
     text = "host all all 0.0.0.0/0 password\n"
     m = machine(text)
-    pb = started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    pb = started(m) >> Admission(False, 0) << FETCH
     pb = pb >> SecretFound([], {}, MOCK_NONCE, NOW)
     pb = pb << SendToClient(codec.authentication_request(codes.AUTH_CLEARTEXT_PASSWORD))
     detail = 'Role "alice" does not exist.\n' + line(text)
@@ -363,14 +469,14 @@ def test_unknown_role_fails_like_a_wrong_password() -> None:
 
 def test_eof_during_the_exchange_closes_silently() -> None:
     m = machine("host all all 0.0.0.0/0 password\n")
-    pb = started(m) >> Admission(False, 0) << TakeSlot() << FETCH >> found(None)
+    pb = started(m) >> Admission(False, 0) << FETCH >> found(None)
     pb = pb << SendToClient(codec.authentication_request(codes.AUTH_CLEARTEXT_PASSWORD))
     assert pb >> ClientData(p(b"x\0")[:3]) >> ClientEof() << Close()
 
 
 def test_bad_length_word_closes_silently_for_password() -> None:
     m = machine("host all all 0.0.0.0/0 password\n")
-    pb = started(m) >> Admission(False, 0) << TakeSlot() << FETCH >> found(None)
+    pb = started(m) >> Admission(False, 0) << FETCH >> found(None)
     pb = pb << SendToClient(codec.authentication_request(codes.AUTH_CLEARTEXT_PASSWORD))
     assert (
         pb
@@ -381,7 +487,7 @@ def test_bad_length_word_closes_silently_for_password() -> None:
 
 def scram_offered(text: str = "host all all 0.0.0.0/0 scram-sha-256\n") -> LoginMachine:
     m = machine(text)
-    pb = started(m) >> Admission(False, 0) << TakeSlot() << FETCH >> found(scram_secret(PASSWORD))
+    pb = started(m) >> Admission(False, 0) << FETCH >> found(scram_secret(PASSWORD))
     assert pb << SendToClient(codec.authentication_request(codes.AUTH_SASL, b"SCRAM-SHA-256\0\0"))
     return m
 
@@ -421,7 +527,7 @@ def test_secret_lookup_failure_names_the_line() -> None:
     text = "host all all 0.0.0.0/0 scram-sha-256\n"
     m = machine(text)
     error = ClientError("08006", "could not connect to the backend server", log_detail="down")
-    pb = started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    pb = started(m) >> Admission(False, 0) << FETCH
     assert pb >> SecretLookupFailed(error) << fatal("08006", error.message, "down\n" + line(text))
 
 
@@ -448,7 +554,14 @@ def scram_login(
     assert code == codes.AUTH_SASL_CONTINUE
     client.set_server_first(server_first.decode())
     pb = pb >> ClientData(p(client.get_client_final().encode()))
-    pb = pb << authenticated('identity="alice"', "scram-sha-256") << CONNECT
+    pb = (
+        pb
+        << authenticated('identity="alice"', "scram-sha-256")
+        << CheckAdmission()
+        >> SLOT_FREE
+        << TakeSlot()
+        << CONNECT
+    )
     keys = placeholder()
     assert pb << connect_backend(ALICE, keys)
     assert keys.value == m.auth.scram_keys is not None
@@ -461,7 +574,7 @@ def scram_login(
 
 def test_scram_login_over_plain_passes_the_keys_on() -> None:
     m = machine("host all all 0.0.0.0/0 scram-sha-256\n")
-    assert started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    assert started(m) >> Admission(False, 0) << FETCH
     pb, _, final = scram_login(m, plus=False)
     assert m.auth.scram_keys is not None
     assert to_relay(pb, before_ok=final)
@@ -484,7 +597,7 @@ def tls_started(m: LoginMachine, packet: bytes = HELLO_ALICE) -> Playbook:
 
 def test_scram_plus_over_tls_with_the_end_point_hash() -> None:
     m = machine("hostssl all all 0.0.0.0/0 scram-sha-256\n", ssl=True)
-    assert tls_started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    assert tls_started(m) >> Admission(False, 0) << FETCH
     pb, _, final = scram_login(m, plus=True)
     assert to_relay(pb, before_ok=final, suffix=SSL_SUFFIX)
 
@@ -492,7 +605,7 @@ def test_scram_plus_over_tls_with_the_end_point_hash() -> None:
 def test_scram_bad_length_word_is_a_password_failure() -> None:
     text = "host all all 0.0.0.0/0 scram-sha-256\n"
     m = machine(text)
-    pb = started(m) >> Admission(False, 0) << TakeSlot() << FETCH >> found(None)
+    pb = started(m) >> Admission(False, 0) << FETCH >> found(None)
     pb = pb << SendToClient(codec.authentication_request(codes.AUTH_SASL, b"SCRAM-SHA-256\0\0"))
     detail = "invalid message length\n" + line(text)
     assert pb >> ClientData(b"p\x00\x00\x00\x01") << fatal("28P01", PW_FAILED, detail)
@@ -509,15 +622,18 @@ def test_cert_method_with_verified_certificate() -> None:
     )
     pb = tls_requested(m)
     pb = pb >> ChannelEstablished(info) >> ClientData(HELLO_ALICE) << CheckAdmission()
-    pb = pb >> Admission(False, 0) << TakeSlot() << authenticated('identity="CN=alice"', "cert")
-    assert to_relay(pb << CONNECT << connect_backend(ALICE), suffix=SSL_SUFFIX)
+    pb = pb >> Admission(False, 0) << authenticated('identity="CN=alice"', "cert")
+    assert to_relay(
+        pb << CheckAdmission() >> SLOT_FREE << TakeSlot() << CONNECT << connect_backend(ALICE),
+        suffix=SSL_SUFFIX,
+    )
 
 
 def test_clientcert_without_a_certificate() -> None:
     text = "hostssl all all 0.0.0.0/0 trust clientcert=verify-ca\n"
     m = machine(text, ssl=True, ssl_ca_file="root.crt")
     message = "connection requires a valid client certificate"
-    pb = tls_started(m) >> Admission(False, 0) << TakeSlot()
+    pb = tls_started(m) >> Admission(False, 0)
     assert pb << fatal("28000", message, line(text))
 
 
@@ -537,7 +653,7 @@ def test_clientcert_verify_full_name_mismatch_uses_the_method_text() -> None:
         'certificate validation (clientcert=verify-full) failed for user "alice": CN mismatch\n'
         + line(text)
     )
-    pb = pb >> Admission(False, 0) << TakeSlot() << authenticated('user="alice"', "trust")
+    pb = pb >> Admission(False, 0) << authenticated('user="alice"', "trust")
     assert pb << fatal("28000", '"trust" authentication failed for user "alice"', detail)
 
 
@@ -566,7 +682,7 @@ def test_gss_exchange_through_an_injected_exchange() -> None:
     m = machine(text)
     last = codec.authentication_request(codes.AUTH_GSS_CONTINUE, b"last")
     exchange = FakeGssExchange(gss_auth.Success("alice@EXAMPLE.COM", False, last))
-    pb = started(m) >> Admission(False, 0) << TakeSlot() << StartGssAuth("alice", False)
+    pb = started(m) >> Admission(False, 0) << StartGssAuth("alice", False)
     pb = (
         pb
         >> GssExchangeReady(exchange)
@@ -577,7 +693,11 @@ def test_gss_exchange_through_an_injected_exchange() -> None:
         " GSS (authenticated=yes, encrypted=no, delegated_credentials=no, "
         "principal=alice@EXAMPLE.COM)"
     )
-    assert to_relay(pb << CONNECT << connect_backend(ALICE), before_ok=last, suffix=suffix)
+    assert to_relay(
+        pb << CheckAdmission() >> SLOT_FREE << TakeSlot() << CONNECT << connect_backend(ALICE),
+        before_ok=last,
+        suffix=suffix,
+    )
     assert exchange.tokens == [b"token"]
 
 
@@ -587,7 +707,7 @@ def test_gss_exchange_failure_sends_its_token_first() -> None:
     error = ClientError("28000", 'GSSAPI authentication failed for user "alice"', log_detail="no")
     token = codec.authentication_request(codes.AUTH_GSS_CONTINUE, b"err")
     exchange = FakeGssExchange(gss_auth.Failure(error, token))
-    pb = started(m) >> Admission(False, 0) << TakeSlot() << StartGssAuth("alice", False)
+    pb = started(m) >> Admission(False, 0) << StartGssAuth("alice", False)
     pb = (
         pb
         >> GssExchangeReady(exchange)
@@ -604,7 +724,7 @@ def test_gss_exchange_failure_sends_its_token_first() -> None:
 def test_gss_keytab_without_keys_fails_the_method_before_asking() -> None:
     text = "host all all 0.0.0.0/0 gss\n"
     m = machine(text)
-    pb = started(m) >> Admission(False, 0) << TakeSlot() << StartGssAuth("alice", False)
+    pb = started(m) >> Admission(False, 0) << StartGssAuth("alice", False)
     error = GssError("could not accept GSSAPI security context", detail="No key table entry")
     detail = "accepting GSS security context failed: No key table entry\n" + line(text)
     message = 'GSSAPI authentication failed for user "alice"'
@@ -616,10 +736,13 @@ def test_gss_encrypted_connection_needs_no_exchange() -> None:
     m = machine(text, gss=True)
     pb = gss_requested(m)
     pb = pb >> ChannelEstablished(GSS) >> ClientData(HELLO_ALICE) << CheckAdmission()
-    pb = pb >> Admission(False, 0) << TakeSlot()
+    pb = pb >> Admission(False, 0)
     pb = (
         pb
         << authenticated('identity="alice@EXAMPLE.COM"', "gss")
+        << CheckAdmission()
+        >> SLOT_FREE
+        << TakeSlot()
         << CONNECT
         << connect_backend(ALICE)
     )
@@ -695,8 +818,8 @@ def test_eof_in_the_tls_handshake() -> None:
 
 
 def trusted(m: LoginMachine) -> Playbook:
-    pb = started(m) >> Admission(False, 0) << TakeSlot() << authenticated('user="alice"', "trust")
-    return pb << CONNECT << connect_backend(ALICE)
+    pb = started(m) >> Admission(False, 0) << authenticated('user="alice"', "trust")
+    return pb << CheckAdmission() >> SLOT_FREE << TakeSlot() << CONNECT << connect_backend(ALICE)
 
 
 def test_backend_refusal_is_relayed_verbatim_after_authentication_ok() -> None:
@@ -858,7 +981,7 @@ def pair(m: LoginMachine, backend: FakeBackend) -> list[Command]:
 def test_pairing_scram_pass_through_with_the_clients_keys() -> None:
     stored = scram_secret(PASSWORD)
     m = machine("host all all 0.0.0.0/0 scram-sha-256\n")
-    assert started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    assert started(m) >> Admission(False, 0) << FETCH
     scram_login(m, plus=False, stored=stored)
     out = pair(m, FakeBackend(stored))
     assert out == [SetTimeout(None), RegisterCancelKey(4, *BACKEND_KEY)]
@@ -866,7 +989,7 @@ def test_pairing_scram_pass_through_with_the_clients_keys() -> None:
 
 def test_pairing_a_backend_with_another_secret_refuses() -> None:
     m = machine("host all all 0.0.0.0/0 scram-sha-256\n")
-    assert started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    assert started(m) >> Admission(False, 0) << FETCH
     scram_login(m, plus=False)
     backend = FakeBackend(scram_secret("another password"))
     out = pair(m, backend)
@@ -883,7 +1006,7 @@ GSS_SUFFIX = (
 
 
 def gss_ready(m: LoginMachine, exchange: FakeGssExchange, *, delegation: bool = False) -> Playbook:
-    pb = started(m) >> Admission(False, 0) << TakeSlot() << StartGssAuth("alice", delegation)
+    pb = started(m) >> Admission(False, 0) << StartGssAuth("alice", delegation)
     return pb >> GssExchangeReady(exchange) << SendToClient(codec.authentication_request(7))
 
 
@@ -908,7 +1031,14 @@ def test_gss_exchange_over_several_tokens() -> None:
     pb = (
         pb >> ClientData(p(b"client 2") + p(b"client 3")) << SendToClient(gss_continue(b"server 2"))
     )
-    pb = pb << authenticated('identity="alice@EXAMPLE.COM"', "gss") << CONNECT
+    pb = (
+        pb
+        << authenticated('identity="alice@EXAMPLE.COM"', "gss")
+        << CheckAdmission()
+        >> SLOT_FREE
+        << TakeSlot()
+        << CONNECT
+    )
     pb = pb << connect_backend(ALICE)
     assert to_relay(pb, before_ok=gss_continue(b"server 3"), suffix=GSS_SUFFIX.format("yes"))
     assert exchange.tokens == [b"client 1", b"client 2", b"client 3"]
@@ -920,11 +1050,14 @@ def test_gss_token_sent_behind_the_startup_packet_is_read_at_once() -> None:
         gss_auth.Send(gss_continue(b"server 1")), gss_auth.Success("alice@EXAMPLE.COM", False)
     )
     pb = accepted(m) >> ClientData(HELLO_ALICE + p(b"early")) << CheckAdmission()
-    pb = pb >> Admission(False, 0) << TakeSlot() << StartGssAuth("alice", False)
+    pb = pb >> Admission(False, 0) << StartGssAuth("alice", False)
     pb = pb >> GssExchangeReady(exchange) << SendToClient(codec.authentication_request(7))
     pb = pb << SendToClient(gss_continue(b"server 1"))
     pb = pb >> ClientData(p(b"late")) << authenticated('identity="alice@EXAMPLE.COM"', "gss")
-    assert to_relay(pb << CONNECT << connect_backend(ALICE), suffix=GSS_SUFFIX.format("no"))
+    assert to_relay(
+        pb << CheckAdmission() >> SLOT_FREE << TakeSlot() << CONNECT << connect_backend(ALICE),
+        suffix=GSS_SUFFIX.format("no"),
+    )
     assert exchange.tokens == [b"early", b"late"]
 
 
@@ -992,7 +1125,14 @@ def test_backend_refusal_after_a_gss_exchange_sends_the_last_token_first() -> No
     last = gss_continue(b"last")
     exchange = FakeGssExchange(gss_auth.Success("alice@EXAMPLE.COM", False, last))
     pb = gss_ready(m, exchange) >> ClientData(p(b"client 1"))
-    pb = pb << authenticated('identity="alice@EXAMPLE.COM"', "gss") << CONNECT
+    pb = (
+        pb
+        << authenticated('identity="alice@EXAMPLE.COM"', "gss")
+        << CheckAdmission()
+        >> SLOT_FREE
+        << TakeSlot()
+        << CONNECT
+    )
     pb = pb << connect_backend(ALICE) >> BackendConnected() << CONNECT
     pb = pb << SendToBackend(codec.startup_message(codes.PROTOCOL_3_0, ALICE.params))
     message = 'role "alice" is not permitted to log in'
@@ -1045,7 +1185,15 @@ def test_negotiate_protocol_version_then_a_whole_login(
     pb = Playbook(m) >> Start() << SetTimeout(60) >> ClientData(packet)
     if negotiate is not None:
         pb = pb << SendToClient(negotiate)
-    pb = pb << CheckAdmission() >> Admission(False, 0) << TakeSlot() << CONNECT
+    pb = (
+        pb
+        << CheckAdmission()
+        >> Admission(False, 0)
+        << CheckAdmission()
+        >> SLOT_FREE
+        << TakeSlot()
+        << CONNECT
+    )
     message = StartupMessage(version(*requested), tuple(params.items()), options)
     pb = pb << connect_backend(message) >> BackendConnected() << CONNECT
     # The backend is always asked for 3.0, without the client's _pq_. options.
@@ -1108,8 +1256,16 @@ def test_negotiate_protocol_version_inside_tls() -> None:
 def test_trust_login_over_direct_tls() -> None:
     m = machine("hostssl all all 0.0.0.0/0 trust\n", ssl=True)
     pb = accepted(m) >> ClientData(HELLO) << StartDirectTLS(HELLO) >> ChannelEstablished(TLS)
-    pb = pb >> ClientData(HELLO_ALICE) << CheckAdmission() >> Admission(False, 0) << TakeSlot()
-    pb = pb << authenticated('user="alice"', "trust") << CONNECT << connect_backend(ALICE)
+    pb = pb >> ClientData(HELLO_ALICE) << CheckAdmission() >> Admission(False, 0)
+    pb = (
+        pb
+        << authenticated('user="alice"', "trust")
+        << CheckAdmission()
+        >> SLOT_FREE
+        << TakeSlot()
+        << CONNECT
+        << connect_backend(ALICE)
+    )
     assert to_relay(pb, suffix=SSL_SUFFIX)
 
 
@@ -1117,27 +1273,33 @@ def test_trust_login_over_gss_encryption() -> None:
     m = machine("hostgssenc all all 0.0.0.0/0 trust\n", gss=True)
     pb = gss_requested(m)
     pb = pb >> ChannelEstablished(GSS) >> ClientData(HELLO_ALICE) << CheckAdmission()
-    pb = pb >> Admission(False, 0) << TakeSlot() << authenticated('user="alice"', "trust")
+    pb = pb >> Admission(False, 0) << authenticated('user="alice"', "trust")
     suffix = " GSS (authenticated=no, encrypted=yes, delegated_credentials=no)"
-    assert to_relay(pb << CONNECT << connect_backend(ALICE), suffix=suffix)
+    assert to_relay(
+        pb << CheckAdmission() >> SLOT_FREE << TakeSlot() << CONNECT << connect_backend(ALICE),
+        suffix=suffix,
+    )
 
 
 def test_md5_login_over_tls() -> None:
     m = machine("hostssl all all 0.0.0.0/0 md5\n", ssl=True)
     request = placeholder()
-    pb = tls_started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    pb = tls_started(m) >> Admission(False, 0) << FETCH
     assert pb >> found(md5_stored(PASSWORD, "alice")) << SendToClient(request)
     _, salt = auth_request(request.value)
     inner = hashlib.md5(f"{PASSWORD}alice".encode()).hexdigest().encode()
     answer = b"md5" + hashlib.md5(inner + salt).hexdigest().encode() + b"\0"
     pb = pb >> ClientData(p(answer)) << authenticated('identity="alice"', "md5")
-    assert to_relay(pb << CONNECT << connect_backend(ALICE), suffix=SSL_SUFFIX)
+    assert to_relay(
+        pb << CheckAdmission() >> SLOT_FREE << TakeSlot() << CONNECT << connect_backend(ALICE),
+        suffix=SSL_SUFFIX,
+    )
 
 
 def test_scram_without_plus_over_tls() -> None:
     """A client that does not bind the channel (libpq channel_binding=disable) says ``n``."""
     m = machine("hostssl all all 0.0.0.0/0 scram-sha-256\n", ssl=True)
-    assert tls_started(m) >> Admission(False, 0) << TakeSlot() << FETCH
+    assert tls_started(m) >> Admission(False, 0) << FETCH
     pb, _, final = scram_login(m, plus=False, tls=True)
     assert to_relay(pb, before_ok=final, suffix=SSL_SUFFIX)
 
@@ -1146,7 +1308,7 @@ def test_scram_over_gss_encryption_offers_no_plus() -> None:
     m = machine("hostgssenc all all 0.0.0.0/0 scram-sha-256\n", gss=True)
     pb = gss_requested(m)
     pb = pb >> ChannelEstablished(GSS) >> ClientData(HELLO_ALICE) << CheckAdmission()
-    assert pb >> Admission(False, 0) << TakeSlot() << FETCH
+    assert pb >> Admission(False, 0) << FETCH
     pb, _, final = scram_login(m, plus=False)
     suffix = " GSS (authenticated=no, encrypted=yes, delegated_credentials=no)"
     assert to_relay(pb, before_ok=final, suffix=suffix)
@@ -1156,7 +1318,7 @@ def test_scram_client_thinking_tls_has_no_binding_is_refused() -> None:
     """The ``y`` flag over TLS: a downgrade (auth-scram.c read_client_first_message)."""
     text = "hostssl all all 0.0.0.0/0 scram-sha-256\n"
     m = machine(text, ssl=True)
-    pb = tls_started(m) >> Admission(False, 0) << TakeSlot() << FETCH >> found(None)
+    pb = tls_started(m) >> Admission(False, 0) << FETCH >> found(None)
     offer = b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"
     pb = pb << SendToClient(codec.authentication_request(codes.AUTH_SASL, offer))
     message = "SCRAM channel binding negotiation error"
@@ -1178,7 +1340,7 @@ def test_peer_lines_never_match_a_tcp_connection() -> None:
         'pg_hba.conf rejects connection for host "192.0.2.10", user "alice", database "db", '
         "no encryption"
     )
-    pb = started(m) >> Admission(False, 0) << TakeSlot()
+    pb = started(m) >> Admission(False, 0)
     assert pb << fatal("28000", message, line(text, 2))
 
 
@@ -1188,18 +1350,18 @@ def test_other_unsupported_methods_are_refused_with_their_names(method: str) -> 
     m = machine(text)
     name = method.split()[0]
     message = f'authentication method "{name}" is not supported by this pggate build'
-    assert started(m) >> Admission(False, 0) << TakeSlot() << fatal("28000", message, line(text))
+    assert started(m) >> Admission(False, 0) << fatal("28000", message, line(text))
 
 
 def test_no_pg_hba_entry_names_the_encryption() -> None:
     m = machine("hostnossl all all 0.0.0.0/0 trust\n", ssl=True)
     text = 'no pg_hba.conf entry for host "192.0.2.10", user "alice", database "db", SSL encryption'
-    assert tls_started(m) >> Admission(False, 0) << TakeSlot() << fatal("28000", text)
+    assert tls_started(m) >> Admission(False, 0) << fatal("28000", text)
     m = machine("hostnogssenc all all 0.0.0.0/0 trust\n", gss=True)
     pb = gss_requested(m)
     pb = pb >> ChannelEstablished(GSS) >> ClientData(HELLO_ALICE) << CheckAdmission()
     text = 'no pg_hba.conf entry for host "192.0.2.10", user "alice", database "db", GSS encryption'
-    assert pb >> Admission(False, 0) << TakeSlot() << fatal("28000", text)
+    assert pb >> Admission(False, 0) << fatal("28000", text)
 
 
 KEY_32 = bytes(range(32))
@@ -1237,7 +1399,14 @@ def attempt(host: int, encryption: Encryption, *, same_connection: bool = False)
 def walking(m: LoginMachine) -> Playbook:
     """Up to the first attempt: db1, TLS first (sslmode=prefer)."""
     pb = Playbook(m) >> Start() << SetTimeout(60) >> ClientData(HELLO_ALICE) << CheckAdmission()
-    pb = pb >> Admission(False, 0) << TakeSlot() << SetTimeout(DB1.connect_timeout)
+    pb = (
+        pb
+        >> Admission(False, 0)
+        << CheckAdmission()
+        >> SLOT_FREE
+        << TakeSlot()
+        << SetTimeout(DB1.connect_timeout)
+    )
     return pb << attempt(0, TLS_FIRST)
 
 
@@ -1317,7 +1486,14 @@ def test_backend_walk_tries_gss_first_then_tls_and_plaintext_on_the_same_connect
     ENCRYPTION_NEGOTIATION_FAILED); the startup goes out in plaintext."""
     m = machine(backend=GSS_ROUTE, log_connections="")
     pb = Playbook(m) >> Start() << SetTimeout(60) >> ClientData(HELLO_ALICE) << CheckAdmission()
-    pb = pb >> Admission(False, 0) << TakeSlot() << SetTimeout(GSS_DB.connect_timeout)
+    pb = (
+        pb
+        >> Admission(False, 0)
+        << CheckAdmission()
+        >> SLOT_FREE
+        << TakeSlot()
+        << SetTimeout(GSS_DB.connect_timeout)
+    )
     pb = pb << gss_attempt(Encryption.GSS)
     pb = pb >> BackendGssRefused() << SetTimeout(GSS_DB.connect_timeout)
     pb = pb << gss_attempt(Encryption.TLS, same_connection=True)
@@ -1339,6 +1515,8 @@ def test_backend_gssencmode_require_without_credentials_is_08006() -> None:
     assert (
         pb
         >> Admission(False, 0)
+        << CheckAdmission()
+        >> SLOT_FREE
         << TakeSlot()
         << fatal("08006", "could not connect to the backend server", detail)
     )

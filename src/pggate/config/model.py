@@ -29,6 +29,7 @@ class Config:
     log_disconnections: bool
     log_hostname: bool
     max_connections: int
+    max_startup_connections: int
     password_encryption: str
     pool_mode: str
     pool_size: int

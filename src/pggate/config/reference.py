@@ -55,8 +55,16 @@ start; a reload that finds the value changed keeps the old one and logs
   is answered `N`. PostgreSQL defaults to the system keytab and answers `G` whenever it was
   built with GSSAPI. A keytab pggate cannot read is logged, and encryption stays off.
 - pggate listens on TCP only. `local` lines in pg_hba.conf are accepted but never match.
-- `max_connections` counts client sessions per serving process: with `workers = N`, each worker
-  admits up to that many.
+- `max_connections` counts authenticated client sessions per serving process: with
+  `workers = N`, each worker admits up to that many. A client arriving when they are full gets
+  FATAL 53300 at once, as in PostgreSQL; one that finds room but authenticates after others
+  filled it gets 53300 then, instead of AuthenticationOk. Connections still in negotiation,
+  startup or authentication have their own bound, `max_startup_connections` (below), so a flood
+  of connections that never authenticate cannot lock clients out, as it can PostgreSQL.
+- pggate raises its open-files limit (`RLIMIT_NOFILE`) to the hard limit at start, and refuses
+  to start (or a reload refuses the new values) when `2 × max_startup_connections +
+  2 × max_connections` plus one listen backlog (1024) per listening socket and 64 in reserve
+  could exceed it. Idle pooled backend connections (`pool_mode = session`) come on top.
 - pggate stores no passwords; it reads verifiers from the backend's `pg_authid`.
   `password_encryption` only decides which exchange (MD5 or SCRAM) an `md5` line runs for a role
   without a usable password, and `scram_iterations` is the iteration count such a doomed SCRAM

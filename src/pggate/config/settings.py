@@ -120,6 +120,13 @@ SETTINGS: tuple[Setting, ...] = (
             "Logs the host name in the connection logs."),
     Setting("max_connections", "int", "100", "postmaster", CONNECTIONS,
             "Sets the maximum number of concurrent connections.", min=1, max=262143),
+    Setting("max_startup_connections", "int", "1000", "sighup", GATEWAY,
+            "Most connections not yet authenticated per serving process (negotiation, TLS or "
+            "GSSAPI handshake, startup packet, authentication; cancel requests while open). "
+            "When a new connection arrives and this many are waiting, the one that has waited "
+            "longest is closed without a word to make room. Only authenticated sessions count "
+            "against max_connections, from the backend login on.",
+            min=1, max=262143),
     Setting("password_encryption", "enum", "scram-sha-256", "sighup", AUTHENTICATION,
             "Chooses the algorithm for encrypting passwords.",
             choices=("md5", "scram-sha-256")),

@@ -71,12 +71,16 @@ class LookUpRemoteHost:
 @dataclass(frozen=True, slots=True)
 class CheckAdmission:
     """Report the gateway's state now: answer :class:`~pggate.login.events.Admission` at once
-    (no await in between, so that the count cannot change before :class:`TakeSlot`)."""
+    (no await in between, so that the count cannot change before :class:`TakeSlot`). Asked
+    twice: after the StartupMessage (a cheap refusal, no slot taken) and when authentication
+    has succeeded (then :class:`TakeSlot` follows, unless the sessions are full)."""
 
 
 @dataclass(frozen=True, slots=True)
 class TakeSlot:
-    """Count this connection against ``max_connections`` (given back when it ends)."""
+    """The connection has authenticated: count it against ``max_connections`` (given back
+    when it ends), and no longer against ``max_startup_connections``, the bound of
+    connections still in negotiation, startup or authentication."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,7 +73,8 @@ class ChannelFailed:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """The gateway's state at :class:`~pggate.login.commands.CheckAdmission`."""
+    """The gateway's state at :class:`~pggate.login.commands.CheckAdmission`: whether it is
+    shutting down, and how many authenticated sessions hold a ``max_connections`` slot."""
 
     stopping: bool
     connections: int

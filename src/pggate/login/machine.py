@@ -7,15 +7,19 @@ The shell feeds :mod:`~pggate.login.events` to :meth:`LoginMachine.feed` and exe
 1. ``log_hostname``'s look-up, the ``connection received`` line, ``authentication_timeout``;
 2. negotiation (the :class:`~pggate.proto.negotiate.Negotiator` inside), the channel handshakes
    the shell runs, the StartupMessage;
-3. admission: FATAL 57P03 while shutting down, 53300 past ``max_connections``;
+3. admission: FATAL 57P03 while shutting down, 53300 when authenticated sessions already fill
+   ``max_connections`` (no slot is taken yet);
 4. pg_hba.conf, with role memberships and the verified host name looked up only when the file
    can use them; no match or ``reject`` is FATAL 28000;
 5. the matched line's method: certificate checks first, then trust / password / md5 /
    scram-sha-256 (the role's pg_authid row fetched first) / gss / cert, then the certificate
    name check; a failure's log DETAIL names the pg_hba.conf line (auth.c auth_failed);
-6. the backend login (:class:`~pggate.proto.backend.BackendLogin` inside): a backend refusal
+6. the connection slot: only an authenticated session counts against ``max_connections``, so
+   the count is asked again and the slot taken (53300 if the sessions filled up meanwhile);
+   until then the connection is bounded by ``max_startup_connections`` in the shell;
+7. the backend login (:class:`~pggate.proto.backend.BackendLogin` inside): a backend refusal
    reaches the client verbatim after AuthenticationOk, as PostgreSQL refuses in InitPostgres;
-7. pggate's own cancel key, ``connection authorized``, the relay.
+8. pggate's own cancel key, ``connection authorized``, the relay.
 
 Every :class:`~pggate.proto.errors.ClientError` or :class:`~pggate.errors.SilentClose` the inner
 pieces raise becomes a :class:`~pggate.login.commands.Close`: a ClientError is sent as an
@@ -121,6 +125,7 @@ class State(enum.Enum):
     PASSWORD_EXCHANGE = "password exchange"
     PREPARING_GSS = "preparing the gss exchange"
     GSS_EXCHANGE = "gss exchange"
+    CLAIMING_SLOT = "claiming a connection slot"
     CONNECTING_BACKEND = "connecting to the backend"
     BACKEND_LOGIN = "logging in to the backend"
     REGISTERING_CANCEL_KEY = "registering the cancel key"
@@ -158,6 +163,7 @@ class Input(enum.Enum):
     NEED_SECRET = "password method"
     NEED_GSS_EXCHANGE = "gss method without gss encryption"
     AUTHENTICATED = "authenticated"
+    SLOT_TAKEN = "connection slot taken"
     LOGGED_IN = "logged in to the backend"
     RELAY = "relay"
     FAIL = "fail"  # every Close: refusals, errors, EOF, timeouts, cancels
@@ -169,6 +175,7 @@ _HANDSHAKES: Final = (_S.TLS_HANDSHAKE, _S.DIRECT_TLS_HANDSHAKE, _S.GSS_HANDSHAK
 # States waiting for the shell's answer to a question; client bytes and EOF are kept for later.
 _WAITING: Final = (
     _S.ADMITTING,
+    _S.CLAIMING_SLOT,
     _S.LOOKING_UP_ROLES,
     _S.LOOKING_UP_HOSTNAME,
     _S.FETCHING_SECRET,
@@ -223,8 +230,11 @@ TRANSITIONS: Final[dict[tuple[State, Input], State]] = {
     **_rows(
         (*_DECIDING, _S.PASSWORD_EXCHANGE, _S.GSS_EXCHANGE),
         _I.AUTHENTICATED,
-        _S.CONNECTING_BACKEND,
+        _S.CLAIMING_SLOT,
     ),
+    # Only an authenticated session takes a max_connections slot: the count again, then the slot.
+    (_S.CLAIMING_SLOT, _I.ADMISSION): _S.CLAIMING_SLOT,
+    (_S.CLAIMING_SLOT, _I.SLOT_TAKEN): _S.CONNECTING_BACKEND,
     # The backend.
     (_S.CONNECTING_BACKEND, _I.BACKEND_CONNECTED): _S.BACKEND_LOGIN,
     (_S.CONNECTING_BACKEND, _I.BACKEND_REUSED): _S.CONNECTING_BACKEND,
@@ -546,17 +556,36 @@ class LoginMachine:
         self._emit(cmd.CheckAdmission())
 
     def _admit(self, event: ev.Admission) -> None:
-        """Count the connection against max_connections (PostgreSQL checks after startup)."""
+        """The gateway's state, asked twice. After the StartupMessage, PostgreSQL's
+        canAcceptConnections: refused while shutting down, or when authenticated sessions
+        already fill max_connections; no slot is taken, a connection still authenticating is
+        bounded by max_startup_connections instead. Once authenticated: :meth:`_claim`."""
+        if self.state is State.CLAIMING_SLOT:
+            self._claim(event)
+            return
         if event.stopping:
             raise ClientError(
                 codes.SQLSTATE_CANNOT_CONNECT_NOW, "the database system is shutting down"
             )
+        self._check_room(event)
+        self._check_hba()
+
+    def _check_room(self, event: ev.Admission) -> None:
         if event.connections >= self.config.max_connections:
             raise ClientError(
                 codes.SQLSTATE_TOO_MANY_CONNECTIONS, "sorry, too many clients already"
             )
+
+    def _claim(self, event: ev.Admission) -> None:
+        """Authentication succeeded: take the max_connections slot, unless sessions that
+        authenticated meanwhile filled them (53300, before AuthenticationOk). A shutdown that
+        began meanwhile does not refuse: as in PostgreSQL, a connection admitted before it
+        completes its login."""
+        self._check_room(event)
         self._emit(cmd.TakeSlot())
-        self._check_hba()
+        self._move(Input.SLOT_TAKEN)
+        self._plan = self.backend.plan(self._backend_order)
+        self._connect(self._plan.start())
 
     def _looked_up(self, event: ev.RolesFound | ev.RoleLookupFailed | ev.HostNameChecked) -> None:
         if isinstance(event, ev.RoleLookupFailed):
@@ -786,20 +815,19 @@ class LoginMachine:
         self._authenticated()
 
     def _authenticated(self) -> None:
-        """CheckCertAuth after the method, then the backend."""
+        """CheckCertAuth after the method, then the connection slot (see :meth:`_claim`)."""
         rule = self._rule
         assert rule is not None
         peer = facts.peer_certificate(self._info)
         if peer is not None:
             cert.check_name(rule, peer, self._startup().user, self.ident)
         self._move(Input.AUTHENTICATED)
-        self._plan = self.backend.plan(self._backend_order)
-        self._connect(self._plan.start())
+        self._emit(cmd.CheckAdmission())
 
     # --- the backend --------------------------------------------------------------------------
 
     def _backend_plan(self) -> ConnectPlan:
-        assert self._plan is not None  # made when authentication succeeded
+        assert self._plan is not None  # made when the connection slot was taken
         return self._plan
 
     def _connect(self, step: Step) -> None:

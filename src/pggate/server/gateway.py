@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import os
 import socket
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import psutil
@@ -27,6 +28,9 @@ from pggate.transport import Channel
 log = logging.getLogger("pggate.gateway")
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+# During a flood of new connections, at most one line per interval names a connection closed
+# to make room; the others are counted, and the count is logged when the interval ends.
+EVICTION_LOG_INTERVAL = 10.0
 
 
 def local_interfaces() -> tuple[Interface, ...]:
@@ -59,6 +63,41 @@ async def forward_cancel(socket_name: str, pid: int, key: bytes) -> None:
         sock.close()
 
 
+class EvictionLog:
+    """The LOG lines of connections closed to make room (:meth:`Gateway.accepted`): the first
+    one names its host; during a flood the rest of the interval is one summary line."""
+
+    def __init__(self) -> None:
+        self.quiet_until = 0.0  # loop time
+        self.suppressed = 0
+
+    def closed(self, host: str, port: str, bound: int) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now < self.quiet_until:
+            self.suppressed += 1
+            return
+        log.info(
+            "closing connection from host=%s port=%s to make room: "
+            "max_startup_connections (%d) connections are awaiting authentication",
+            host,
+            port,
+            bound,
+        )
+        self.quiet_until = now + EVICTION_LOG_INTERVAL
+        loop.call_at(self.quiet_until, self._summary)
+
+    def _summary(self) -> None:
+        if self.suppressed:
+            log.info(
+                "closed %d more connections awaiting authentication to make room in the last "
+                "%.0f s",
+                self.suppressed,
+                EVICTION_LOG_INTERVAL,
+            )
+            self.suppressed = 0
+
+
 class Gateway:
     """State shared by all sessions of one process. ``snapshot`` is what new connections are
     served with; a reload replaces it with one assignment (:meth:`install`)."""
@@ -80,6 +119,10 @@ class Gateway:
         self.stopping = False
         self.cancel_keys = CancelKeys(worker=worker)
         self.handshaking: set[ClientSession] = set()
+        # Connections not yet past authentication, oldest first (max_startup_connections).
+        self.unauthenticated: OrderedDict[ClientSession, None] = OrderedDict()
+        self.evictions = EvictionLog()
+        self.listen_sockets = 1  # set by the listener (the file-descriptor budget's backlogs)
         self.relaying: dict[ClientSession, tuple[relay.RelayEnd, relay.RelayEnd]] = {}
         self.local_interfaces = local_interfaces()
         self.idle = asyncio.Event()
@@ -112,6 +155,21 @@ class Gateway:
 
     def new_session(self) -> ClientSession:
         return ClientSession(self)
+
+    def accepted(self, session: ClientSession) -> None:
+        """A new connection awaits authentication. With ``max_startup_connections`` of them
+        already, the one that has waited longest is closed to make room, without a word (as
+        authentication_timeout's expiry): a flood of connections that never authenticate can
+        neither lock out real clients nor exhaust descriptors. Authenticated sessions leave
+        this set (session.py, TakeSlot) and count against max_connections instead. O(1) per
+        accept; a lowered bound after a reload is caught up on the next accept."""
+        bound = self.snapshot.policy.config.max_startup_connections
+        waiting = self.unauthenticated
+        while len(waiting) >= bound:
+            oldest, _ = waiting.popitem(last=False)
+            self.evictions.closed(oldest.remote_host, oldest.port, bound)
+            oldest.abort()
+        waiting[session] = None
 
     def is_relaying(self, session: ClientSession) -> bool:
         return session in self.relaying

@@ -19,7 +19,7 @@ from pggate import policy as policy_module
 from pggate.config import Config
 from pggate.directory import pidfile
 from pggate.errors import ConfigError, PggateError
-from pggate.server import workers
+from pggate.server import descriptors, workers
 from pggate.server.gateway import Gateway
 
 log = logging.getLogger("pggate.listener")
@@ -137,6 +137,7 @@ async def open_listeners(
         address = sock.getsockname()
         family = "IPv6" if sock.family == socket.AF_INET6 else "IPv4"
         log.info('listening on %s address "%s", port %d', family, address[0], address[1])
+    gateway.listen_sockets = len(servers)
     return servers
 
 
@@ -203,6 +204,11 @@ def _reload(gateway: Gateway, overrides: Mapping[str, str]) -> bool:
     except ConfigError as exc:
         for problem in preflight.each_error(exc):
             logs.report(log, logging.ERROR, problem)
+        return False
+    try:
+        descriptors.check(snapshot.policy.config, gateway.listen_sockets, LISTEN_BACKLOG)
+    except ConfigError as exc:
+        logs.report(log, logging.ERROR, exc)
         return False
     gateway.install(snapshot)
     return True
@@ -283,6 +289,8 @@ def run(directory: Path, overrides: Mapping[str, str]) -> int:
     try:
         # Before the embedded cluster starts: a port in use is fatal at once, as in PostgreSQL.
         sockets = bind_sockets(policy.config)
+        # Before anything starts: the settings must fit the open-files limit (fail closed).
+        descriptors.check(policy.config, len(sockets), LISTEN_BACKLOG)
         if policy.embedded:
             cluster = embedded.EmbeddedCluster.for_gateway(
                 directory, bindir=policy.config.postgres_bindir or None

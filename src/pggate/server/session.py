@@ -15,7 +15,7 @@ import logging
 import random
 import socket
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
@@ -52,10 +52,13 @@ class SessionHost(Protocol):
     stopping: bool
     connection_count: int
     handshaking: set[ClientSession]
+    unauthenticated: OrderedDict[ClientSession, None]
     local_interfaces: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]
     mock_nonce: authflow.MockNonce
     pool: BackendPool
     cancel_keys: CancelKeys
+
+    def accepted(self, session: ClientSession) -> None: ...
 
     async def cancel(self, pid: int, key: bytes) -> None: ...
 
@@ -97,6 +100,7 @@ class ClientSession(InboxProtocol):
         self.port = ""
         self.machine: lm.LoginMachine | None = None
         self.counted = False
+        self.ended = False
         self.task: asyncio.Task[None] | None = None
         self.channel: Channel = PLAIN
         self.started = time.monotonic()
@@ -130,7 +134,10 @@ class ClientSession(InboxProtocol):
             backend_order=host_order(policy.backend),
         )
         self.task = asyncio.get_running_loop().create_task(self._run())
+        # A task cancelled before its first step never runs _run's finally (evict, abort).
+        self.task.add_done_callback(lambda _: self._end())
         self.gateway.handshaking.add(self)
+        self.gateway.accepted(self)
 
     @property
     def remote_host(self) -> str:
@@ -148,19 +155,27 @@ class ClientSession(InboxProtocol):
             self.send(codec.error_response(error))
             log.log(lm.Level.FATAL, "%s", error.message)
         finally:
-            self.gateway.handshaking.discard(self)
-            if not self.gateway.is_relaying(self):
-                self._release()
-                if self.backend is not None:
-                    self.backend.close()
-                # The channel's goodbye before the socket goes (be_tls_close: close_notify).
-                # OpenSSL 3 clients report a bare EOF as "unexpected eof while reading" (libpq
-                # 17+ waits for the close after a CancelRequest sent inside TLS, and fails on
-                # that).
-                goodbye = self.channel.close()
-                if goodbye:
-                    self.write(goodbye)
-                self.close()
+            self._end()
+
+    def _end(self) -> None:
+        """The login is over: close the connection unless the relay has taken it (once)."""
+        if self.ended:
+            return
+        self.ended = True
+        self.gateway.handshaking.discard(self)
+        self.gateway.unauthenticated.pop(self, None)
+        if not self.gateway.is_relaying(self):
+            self._release()
+            if self.backend is not None:
+                self.backend.close()
+            # The channel's goodbye before the socket goes (be_tls_close: close_notify).
+            # OpenSSL 3 clients report a bare EOF as "unexpected eof while reading" (libpq
+            # 17+ waits for the close after a CancelRequest sent inside TLS, and fails on
+            # that).
+            goodbye = self.channel.close()
+            if goodbye:
+                self.write(goodbye)
+            self.close()
 
     async def _login(self, machine: lm.LoginMachine) -> None:
         """Execute the machine's commands in order; whenever it waits, read what it waits for."""
@@ -268,8 +283,10 @@ class ClientSession(InboxProtocol):
         elif isinstance(command, lm.CheckAdmission):
             return self._feed(lm.Admission(gateway.stopping, gateway.connection_count))
         elif isinstance(command, lm.TakeSlot):
+            # Authenticated: a session now, no longer a connection awaiting authentication.
             gateway.connection_count += 1
             self.counted = True
+            gateway.unauthenticated.pop(self, None)
         elif isinstance(command, lm.LookUpRoles):
             try:
                 roles = await catalog.role_memberships(policy.backend, command.user)
@@ -528,8 +545,9 @@ class ClientSession(InboxProtocol):
             )
 
     def abort(self) -> None:
-        """Stop a session that has not reached the relay (shutdown). Its task's ``finally``
-        closes the connection, after close_notify on TLS; closing here first would cut it."""
+        """Stop a session that has not reached the relay (shutdown, or closed to make room for
+        a new connection). Its task's end (:meth:`_end`) closes the connection, after
+        close_notify on TLS; closing here first would cut it."""
         if self.task is not None and not self.task.done():
             self.task.cancel()
         else:
