@@ -207,10 +207,16 @@ class Gateway:
             await forward_cancel(workers.cancel_socket_name(self.supervisor_pid, owner), pid, key)
             return
         target = self.cancel_keys.match(pid, key)
-        if target is not None:
-            await upstream.send_cancel(
-                target.route, target.backend, target.backend_pid, target.backend_key
-            )
+        if target is None:
+            return
+        if not target.backend_key:
+            # The backend sent no BackendKeyData (a pooler in front of PostgreSQL may not):
+            # there is nothing to cancel with, and a key-less CancelRequest is malformed.
+            log.info("cancel request for process %d not forwarded: its backend gave no key", pid)
+            return
+        await upstream.send_cancel(
+            target.route, target.backend, target.backend_pid, target.backend_key
+        )
 
     async def terminate_backends(self, timeout: float) -> None:
         """Fast shutdown as PostgreSQL does it: each session's backend sends its clients FATAL
