@@ -302,7 +302,8 @@ def test_target_session_attrs_lands_where_libpq_does(
         reasons = libpq_reasons(oracle.error)
         assert reasons, oracle.error
         for port, reason in zip(_ports(pair, hosts), reasons, strict=True):
-            assert f'connection to host "127.0.0.1" port {port} failed: {reason}' in gateway.log()
+            # Logged just after the client's FATAL went out.
+            gateway.wait_for_log(f'connection to host "127.0.0.1" port {port} failed: {reason}')
 
 
 def test_read_write_sessions_reach_the_primary_behind_a_standby_listed_first(
