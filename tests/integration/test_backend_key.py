@@ -30,7 +30,8 @@ class KeylessBackend:
         self.port = int(self.sock.getsockname()[1])
         self.openings: list[int] = []
         self._stop = False
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
 
     def _serve(self) -> None:
         self.sock.settimeout(0.2)
@@ -40,6 +41,7 @@ class KeylessBackend:
             except TimeoutError:
                 continue
             threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+        self.sock.close()
 
     def _talk(self, conn: socket.socket) -> None:
         with conn:
@@ -58,8 +60,10 @@ class KeylessBackend:
                     pass
 
     def close(self) -> None:
+        """Stop accepting; the serving thread closes the socket itself (closing it under a
+        blocked accept() would raise in that thread)."""
         self._stop = True
-        self.sock.close()
+        self._thread.join(timeout=5)
 
 
 @pytest.fixture
