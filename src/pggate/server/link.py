@@ -216,11 +216,11 @@ async def open_socket(
     return transport, protocol
 
 
-async def request_tls(
-    transport: asyncio.Transport, protocol: InboxProtocol, timeout: float | None
-) -> None:
-    """SSLRequest and the server's one-byte answer (``S`` returns, ``N`` raises TlsRefused)."""
-    transport.write(codec.ssl_request())
+async def _answer(
+    transport: asyncio.Transport, protocol: InboxProtocol, request: bytes, timeout: float | None
+) -> bytes:
+    """Send an encryption request; the server's one-byte answer (left in the inbox)."""
+    transport.write(request)
     try:
         async with asyncio.timeout(timeout):
             while not protocol.inbox:
@@ -228,7 +228,14 @@ async def request_tls(
                     raise LinkBroken("server closed the connection unexpectedly")
     except TimeoutError:
         raise Unreachable("timeout expired") from None
-    answer = bytes(protocol.inbox[:1])
+    return bytes(protocol.inbox[:1])
+
+
+async def request_tls(
+    transport: asyncio.Transport, protocol: InboxProtocol, timeout: float | None
+) -> None:
+    """SSLRequest and the server's one-byte answer (``S`` returns, ``N`` raises TlsRefused)."""
+    answer = await _answer(transport, protocol, codec.ssl_request(), timeout)
     if answer == codes.ENCRYPTION_REFUSE:
         protocol.take()
         raise TlsRefused(transport, protocol)
@@ -251,15 +258,7 @@ async def request_gss(
     """GSSENCRequest and the server's one-byte answer: ``G`` returns with the byte consumed,
     ``N`` raises GssRefused, an error answer (a server older than 12) LinkFailed, anything
     else LinkBroken (fe-connect.c CONNECTION_GSS_STARTUP)."""
-    transport.write(codec.gssenc_request())
-    try:
-        async with asyncio.timeout(timeout):
-            while not protocol.inbox:
-                if not await protocol.wait_for_data():
-                    raise LinkBroken("server closed the connection unexpectedly")
-    except TimeoutError:
-        raise Unreachable("timeout expired") from None
-    answer = bytes(protocol.inbox[:1])
+    answer = await _answer(transport, protocol, codec.gssenc_request(), timeout)
     if answer == codes.MSG_ERROR_RESPONSE:
         # Not read (the server is not authenticated yet), and unlike after SSLRequest not
         # final: the next method on a new connection.

@@ -33,10 +33,21 @@ import enum
 from typing import Final
 
 from pggate import gss_support
-from pggate.proto import codec, codes
 from pggate.proto.messages import wire_str
 from pggate.transport.channel import ChannelInfo, ChannelKind
 from pggate.transport.gss_error import GssError
+from pggate.transport.gss_frames import (
+    LENGTH as _LENGTH,
+)
+from pggate.transport.gss_frames import (
+    LENGTH_SIZE as _LENGTH_SIZE,
+)
+from pggate.transport.gss_frames import (
+    MAX_DATA_PAYLOAD,
+    MAX_HANDSHAKE_TOKEN,
+    Buffer,
+    unwrap_packets,
+)
 
 # python-gssapi is the optional extra pggate[gss]. Without it this module still imports (the
 # server names its classes), and GssChannel() refuses to start (gss_support.require).
@@ -53,14 +64,6 @@ if gss_support.available():
 
 # The stubs of gssapi.raw.message name the high-level context class where the functions take
 # the low-level one (which the high-level class subclasses): hence the arg-type ignores below.
-
-Buffer = bytes | bytearray | memoryview
-
-_LENGTH: Final = codec.GSS_PACKET_LENGTH
-_LENGTH_SIZE: Final = _LENGTH.size
-# Largest token / wrapped payload after the length word, per phase.
-MAX_HANDSHAKE_TOKEN: Final = codes.GSS_AUTH_BUFFER_SIZE - _LENGTH_SIZE  # 65532
-MAX_DATA_PAYLOAD: Final = codes.GSS_MAX_PACKET_SIZE - _LENGTH_SIZE  # 16380
 
 
 def gss_status_detail(exc: GSSError) -> str:
@@ -104,6 +107,10 @@ def acceptor_credentials(keytab: str) -> Creds:
 
 
 _HANDSHAKING: Final = ChannelInfo(kind=ChannelKind.GSS)
+
+
+def _oversize_payload(length: int) -> GssError:
+    return _oversize(length, MAX_DATA_PAYLOAD)
 
 
 def _oversize(length: int, limit: int) -> GssError:
@@ -262,43 +269,22 @@ class GssChannel:
                 self._buf += data
                 return b""
             raise IllegalChannelUse(self._state, "feed")
-        buf = self._buf
-        src: Buffer
-        if buf:
-            buf += data
-            src = buf
-        else:
-            src = data
-        end = len(src)
-        pos = 0
-        parts: list[bytes] = []
-        ctx = self._ctx
         try:
-            while end - pos >= _LENGTH_SIZE:
-                (length,) = _LENGTH.unpack_from(src, pos)
-                if length > MAX_DATA_PAYLOAD:
-                    raise _oversize(length, MAX_DATA_PAYLOAD)
-                stop = pos + _LENGTH_SIZE + length
-                if stop > end:
-                    break
-                try:
-                    result = _unwrap(ctx, bytes(src[pos + _LENGTH_SIZE : stop]))  # type: ignore[arg-type]
-                except GSSError as exc:
-                    raise gss_failure("GSSAPI unwrap error", exc) from exc
-                if not result.encrypted:
-                    raise GssError("incoming GSSAPI message did not use confidentiality")
-                parts.append(result.message)
-                pos = stop
+            return unwrap_packets(self._buf, data, self._unwrap_packet, _oversize_payload)
         except GssError:
             self._state = State.FAILED
             raise
-        if src is buf:
-            del buf[:pos]
-        elif pos < end:
-            buf[:] = src[pos:]
-        if len(parts) == 1:
-            return parts[0]
-        return b"".join(parts)
+
+    def _unwrap_packet(self, token: bytes) -> bytes:
+        """One packet's plaintext (be_gssapi_read: gss_unwrap, confidentiality required)."""
+        try:
+            result = _unwrap(self._ctx, token)  # type: ignore[arg-type]
+        except GSSError as exc:
+            raise gss_failure("GSSAPI unwrap error", exc) from exc
+        if not result.encrypted:
+            raise GssError("incoming GSSAPI message did not use confidentiality")
+        message: bytes = result.message
+        return message
 
     #: GSS has no close message of its own: the peer ends the stream by closing TCP.
     peer_closed = False

@@ -35,8 +35,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from pggate import gss_support
-from pggate.proto import codec, codes
+from pggate.proto import codes
 from pggate.proto.backend import GssAuthFailure
+from pggate.transport.gss_frames import (
+    LENGTH as _LENGTH,
+)
+from pggate.transport.gss_frames import (
+    LENGTH_SIZE as _LENGTH_SIZE,
+)
+from pggate.transport.gss_frames import (
+    MAX_DATA_PAYLOAD,
+    MAX_HANDSHAKE_TOKEN,
+    Buffer,
+    unwrap_packets,
+)
 
 if TYPE_CHECKING:
     from gssapi.raw.creds import Creds
@@ -44,13 +56,8 @@ if TYPE_CHECKING:
     from gssapi.raw.names import Name
     from gssapi.raw.sec_contexts import SecurityContext
 
-Buffer = bytes | bytearray | memoryview
 
-_LENGTH: Final = codec.GSS_PACKET_LENGTH
-_LENGTH_SIZE: Final = _LENGTH.size
 # The largest token / wrapped payload after the length word, per phase (fe-secure-gssapi.c).
-MAX_HANDSHAKE_TOKEN: Final = codes.GSS_AUTH_BUFFER_SIZE - _LENGTH_SIZE  # 65532
-MAX_DATA_PAYLOAD: Final = codes.GSS_MAX_PACKET_SIZE - _LENGTH_SIZE  # 16380
 _ERROR_PACKET: Final = codes.MSG_ERROR_RESPONSE[0]
 
 # libpq's texts.
@@ -354,40 +361,24 @@ class GssClientCodec:
         return _LENGTH.pack(len(payload)) + payload
 
     def feed(self, data: Buffer) -> bytes:
-        buf = self._buf
-        src: Buffer
-        if buf:
-            buf += data
-            src = buf
-        else:
-            src = data
-        end = len(src)
-        pos = 0
-        parts: list[bytes] = []
-        while end - pos >= _LENGTH_SIZE:
-            (length,) = _LENGTH.unpack_from(src, pos)
-            if length > MAX_DATA_PAYLOAD:
-                raise GssClientError(
-                    f"oversize GSSAPI packet sent by the server ({length} > {MAX_DATA_PAYLOAD})"
-                )
-            stop = pos + _LENGTH_SIZE + length
-            if stop > end:
-                break
-            try:
-                result = self._unwrap(self._context, bytes(src[pos + _LENGTH_SIZE : stop]))
-            except _gssapi_error() as exc:
-                raise GssClientError(gss_error_text("GSSAPI unwrap error", exc)) from None
-            if not result.encrypted:
-                raise GssClientError("incoming GSSAPI message did not use confidentiality")
-            parts.append(result.message)
-            pos = stop
-        if src is buf:
-            del buf[:pos]
-        elif pos < end:
-            buf[:] = src[pos:]
-        if len(parts) == 1:
-            return parts[0]
-        return b"".join(parts)
+        return unwrap_packets(self._buf, data, self._unwrap_packet, _oversize_from_server)
+
+    def _unwrap_packet(self, token: bytes) -> bytes:
+        """One packet's plaintext (fe-secure-gssapi.c pg_GSS_read)."""
+        try:
+            result = self._unwrap(self._context, token)
+        except _gssapi_error() as exc:
+            raise GssClientError(gss_error_text("GSSAPI unwrap error", exc)) from None
+        if not result.encrypted:
+            raise GssClientError("incoming GSSAPI message did not use confidentiality")
+        message: bytes = result.message
+        return message
+
+
+def _oversize_from_server(length: int) -> GssClientError:
+    return GssClientError(
+        f"oversize GSSAPI packet sent by the server ({length} > {MAX_DATA_PAYLOAD})"
+    )
 
 
 class GssAuthInitiator:
