@@ -50,7 +50,7 @@ from pggate.login import events as ev
 from pggate.login import facts
 from pggate.proto import codec, codes
 from pggate.proto import negotiate as neg
-from pggate.proto.backend import BackendLogin, LoginComplete, LoginFailed
+from pggate.proto.backend import BackendLogin, LoginComplete, LoginFailed, refused_by_pggate
 from pggate.proto.errors import ClientError, ProtocolViolation
 from pggate.proto.messages import StartupMessage
 from pggate.statetable import look_up
@@ -903,8 +903,8 @@ class LoginMachine:
             try:
                 reply, outcome = self._backend_login.receive(event.data)
             except ClientError as err:  # pggate's own refusal (require_auth, ...): libpq's
-                err.log_detail = plan.broken(err.log_detail or err.message).detail
-                raise
+                where = plan.broken(err.log_detail or err.message).detail
+                raise refused_by_pggate(err, where) from None
             if reply:
                 self._emit(cmd.SendToBackend(reply))
             if isinstance(outcome, LoginFailed):

@@ -427,6 +427,16 @@ class LoginRefresh:
             # EmptyQueryResponse and notices say nothing the next client needs.
 
 
+def refused_by_pggate(err: ClientError, where: str) -> ClientError:
+    """What a client is told when pggate gave up on its backend login itself (``err`` raised by
+    :meth:`BackendLogin.receive`), with ``where`` (the host and libpq's words) for the log. A
+    protocol violation is the backend's, not the client's: 08006, never 08P01."""
+    if isinstance(err, ProtocolViolation):
+        return _login_error(where)
+    err.log_detail = where
+    return err
+
+
 def _login_error(detail: str) -> ClientError:
     return ClientError(
         codes.SQLSTATE_CONNECTION_FAILURE,

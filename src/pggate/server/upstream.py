@@ -17,7 +17,7 @@ from pggate.hop.plan import Attempt, ConnectPlan, GiveUp, Step
 from pggate.hop.route import Route
 from pggate.login.machine import backend_unavailable
 from pggate.proto import codec
-from pggate.proto.backend import PLAIN_TCP, LoginComplete, LoginFailed
+from pggate.proto.backend import PLAIN_TCP, LoginComplete, LoginFailed, refused_by_pggate
 from pggate.proto.errors import ClientError
 from pggate.server import link
 from pggate.server.inbox import InboxProtocol
@@ -87,8 +87,8 @@ async def login(
             continue
         except ClientError as err:  # pggate's own refusal (require_auth, ...), host named
             transport.close()
-            err.log_detail = plan.broken(err.log_detail or err.message).detail
-            raise
+            where = plan.broken(err.log_detail or err.message).detail
+            raise refused_by_pggate(err, where) from None
         except BaseException:
             transport.close()
             raise
