@@ -31,9 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import asyncpg
 import psycopg
-from conftest import Gateway, prepare_gateway_dir, start_gateway
+from conftest import Gateway, login_error, prepare_gateway_dir, start_gateway
 from reference import TcpCluster, owned_copy, reference_server
 
 from pggate.tls import certs
@@ -310,24 +309,7 @@ def query_as_client(gateway: Gateway, sql: str, user: str = ALICE) -> tuple[obje
 def refusal(port: int, user: str = ALICE, password: str | None = ALICE_PASSWORD) -> tuple[str, str]:
     """(SQLSTATE, message) of a refused login through pggate, read with asyncpg (libpq does
     not expose the SQLSTATE of a failed connection)."""
-
-    async def attempt() -> tuple[str, str]:
-        try:
-            conn = await asyncpg.connect(
-                host="127.0.0.1",
-                port=port,
-                user=user,
-                password=password,
-                database="postgres",
-                ssl=False,
-                timeout=30,
-            )
-        except asyncpg.PostgresError as exc:
-            return str(exc.sqlstate), str(exc)
-        await conn.close()
-        raise AssertionError("the login succeeded")
-
-    return asyncio.run(attempt())
+    return login_error(port, user, password=password)
 
 
 # --- what pggate logged, what libpq says ------------------------------------------------------

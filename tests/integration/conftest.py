@@ -206,7 +206,9 @@ def _conf_value(directory: Path, name: str) -> str:
 GatewayFactory = Callable[..., Gateway]
 
 
-def login_error(port: int, user: str = "postgres", database: str = "postgres") -> tuple[str, str]:
+def login_error(
+    port: int, user: str = "postgres", database: str = "postgres", password: str | None = None
+) -> tuple[str, str]:
     """(SQLSTATE, message) of a refused login, read with asyncpg, which exposes both.
 
     libpq (psycopg) reports connection failures without their SQLSTATE.
@@ -215,7 +217,13 @@ def login_error(port: int, user: str = "postgres", database: str = "postgres") -
     async def attempt() -> tuple[str, str]:
         try:
             conn = await asyncpg.connect(
-                host="127.0.0.1", port=port, user=user, database=database, ssl=False, timeout=30
+                host="127.0.0.1",
+                port=port,
+                user=user,
+                password=password,
+                database=database,
+                ssl=False,
+                timeout=30,
             )
         except asyncpg.PostgresError as exc:
             return str(exc.sqlstate), str(exc)
