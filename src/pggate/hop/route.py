@@ -73,10 +73,13 @@ class Route:
     max_iterations: int = 100_000
     gss: ClientCredentials | None = None
     _probe: CredentialProbe = field(default_factory=CredentialProbe, compare=False, repr=False)
+    # Derived once here, not on every backend connection.
+    addresses: tuple[BackendAddress, ...] = field(init=False, compare=False, repr=False)
+    _policy: AuthPolicy = field(init=False, compare=False, repr=False)
 
-    @property
-    def addresses(self) -> tuple[BackendAddress, ...]:
-        return self.target.addresses()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "addresses", self.target.addresses())
+        object.__setattr__(self, "_policy", self._auth_policy())
 
     @property
     def connect_timeout(self) -> float | None:
@@ -118,6 +121,9 @@ class Route:
         return plan
 
     def auth_policy(self) -> AuthPolicy:
+        return self._policy
+
+    def _auth_policy(self) -> AuthPolicy:
         settings = self.target.settings
         required = settings.require_auth
         return AuthPolicy(
@@ -156,7 +162,7 @@ class Route:
             parameters=params,
             password=address.password if user == address.user else None,
             scram_keys=scram_keys,
-            policy=self.auth_policy(),
+            policy=self._policy,
             link=link,
             # pg_GSS_startup names the host entry (None for a hostaddr-only one).
             gss=None
