@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
 
 import psycopg
 import pytest
 from conftest import Gateway, GatewayFactory
+
+from pggate.server.inbox import InboxProtocol
+from pggate.server.pool import socket_quiet
 
 pytestmark = pytest.mark.integration
 
@@ -68,3 +73,34 @@ def test_client_leaving_inside_a_transaction_closes_the_backend(
 def test_without_pooling_every_client_gets_a_new_backend(gateway: Gateway) -> None:
     first = backend_pid(gateway)
     assert backend_pid(gateway) != first
+
+
+def test_a_pooled_backend_that_died_is_never_handed_out(make_gateway: GatewayFactory) -> None:
+    """pg_terminate_backend on an idle pooled backend (its FATAL and FIN are in flight): the
+    next client gets a new, working backend, as after a crash restart of the whole cluster."""
+    gateway = make_gateway(conf=POOLED)
+    pooled = backend_pid(gateway, user="alice")
+    assert wait_for_reuse(gateway, pooled, user="alice") == pooled
+    with psycopg.connect(gateway.dsn(user="postgres"), autocommit=True) as admin:
+        admin.execute("select pg_terminate_backend(%s, 5000)", [pooled])
+    with psycopg.connect(gateway.dsn(user="alice"), autocommit=True) as conn:
+        row = conn.execute("select pg_backend_pid(), current_user").fetchone()
+    assert row is not None and row[0] != pooled and row[1] == "alice"
+
+
+def test_socket_quiet_sees_a_hang_up_before_the_event_loop_does() -> None:
+    """The peer closed, the loop has not run since: the protocol still says "open", the
+    socket does not (what keeps a just-killed backend out of a client's hands)."""
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        transport, protocol = await loop.create_connection(InboxProtocol, sock=ours)
+        quiet_before = socket_quiet(transport)
+        theirs.close()
+        seen_by_protocol = protocol.eof  # no loop turn yet
+        quiet_after = socket_quiet(transport)
+        transport.close()
+        return quiet_before, seen_by_protocol, quiet_after
+
+    assert asyncio.run(scenario()) == (True, False, False)

@@ -859,6 +859,16 @@ def test_backend_unreachable(events: Sequence[Event], detail: str) -> None:
     assert m.feed(events[-1]) == [fatal("08006", message, detail)]
 
 
+def test_embedded_cluster_being_restarted_answers_as_postgresql_starting_up() -> None:
+    """While pggate restarts its embedded cluster, clients get PostgreSQL's own start-up
+    refusal (57P03, which clients and poolers retry), not 08006; the reason goes to the log."""
+    m = machine()
+    assert trusted(m)
+    down = BackendUnreachable("[Errno 111] Connection refused", starting=True)
+    detail = f"{FAILED_AT}: [Errno 111] Connection refused"
+    assert m.feed(down) == [fatal("57P03", "the database system is starting up", detail)]
+
+
 def test_client_gone_during_backend_login_closes_without_a_word() -> None:
     m = machine()
     assert trusted(m) >> ClientEof() >> BackendReused(LOGIN) << Close()

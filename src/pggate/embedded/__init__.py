@@ -12,6 +12,8 @@ reachable by that user.
 - ``reach.py``: whether that identity can reach a path; the binary cache when it cannot.
 - ``processes.py``: lock-file PIDs, process liveness and signals.
 - ``cluster.py``: ``EmbeddedCluster``: initdb, start, stop, health.
+- ``watchdog.py``: ``ClusterWatchdog``: restarts a cluster whose postmaster died, and tells
+  every worker meanwhile (their clients get 57P03).
 
 Each module imports only modules listed above it, never this ``__init__``; the names below are
 the package's interface.
@@ -23,10 +25,12 @@ from pggate.embedded.binaries import MIN_SERVER_VERSION, find_postgres_bindir
 from pggate.embedded.cluster import EmbeddedCluster
 from pggate.embedded.reach import DEFAULT_BINARY_CACHE, bindir_for_user, require_reachable
 from pggate.embedded.users import run_as_user
+from pggate.embedded.watchdog import ClusterWatchdog
 
 __all__ = [
     "DEFAULT_BINARY_CACHE",
     "MIN_SERVER_VERSION",
+    "ClusterWatchdog",
     "EmbeddedCluster",
     "bindir_for_user",
     "find_postgres_bindir",

@@ -145,6 +145,7 @@ class BackendUnreachable:
     """The host could not be reached (refused, unresolvable, timed out)."""
 
     reason: str  # the connect error's text
+    starting: bool = False  # the embedded cluster, being restarted (embedded/watchdog.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,6 +108,16 @@ def backend_unavailable(detail: str) -> ClientError:
     )
 
 
+def backend_starting_up(detail: str) -> ClientError:
+    """What the client sees while pggate restarts the embedded cluster: PostgreSQL's own answer
+    during start-up (backend_startup.c, CAC_STARTUP), so clients retry as they would there."""
+    return ClientError(
+        codes.SQLSTATE_CANNOT_CONNECT_NOW,
+        "the database system is starting up",
+        log_detail=detail,
+    )
+
+
 # --- the state machine ------------------------------------------------------------------------
 
 
@@ -337,6 +347,7 @@ class LoginMachine:
         self._plan: ConnectPlan | None = None
         self._address: BackendAddress | None = None  # the host of the current attempt
         self._refusal: LoginFailed | None = None  # the backend's latest ErrorResponse
+        self._backend_starting = False  # the embedded cluster is being restarted
         self._complete: LoginComplete | None = None
         self._out: list[cmd.Command] = []
 
@@ -842,6 +853,8 @@ class LoginMachine:
                     cmd.Log(cmd.Level.FATAL, refusal.error.message),
                 )
                 return
+            if self._backend_starting:
+                raise backend_starting_up(step.detail)
             raise backend_unavailable(step.detail)
         address = self.backend.addresses[step.host]
         self._address = address
@@ -874,6 +887,7 @@ class LoginMachine:
     ) -> None:
         plan = self._backend_plan()
         if isinstance(event, ev.BackendUnreachable):
+            self._backend_starting = event.starting
             self._retry(plan.unreachable(event.reason))
         elif isinstance(event, ev.BackendTlsRefused):
             self._retry(plan.tls_refused())

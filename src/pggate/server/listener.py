@@ -285,7 +285,7 @@ def run(directory: Path, overrides: Mapping[str, str]) -> int:
     log.info("starting %s", version_line(policy.config.postgres_bindir or None))
     _defer_sighup()
     lock = pidfile.claim(directory, policy.config.port, policy.config.workers)
-    cluster = None
+    cluster = watchdog = None
     try:
         # Before the embedded cluster starts: a port in use is fatal at once, as in PostgreSQL.
         sockets = bind_sockets(policy.config)
@@ -297,6 +297,8 @@ def run(directory: Path, overrides: Mapping[str, str]) -> int:
             )
             cluster.start()
             log.info("embedded PostgreSQL started (%s)", policy.backend.describe())
+            watchdog = embedded.ClusterWatchdog(cluster)
+            watchdog.start()
         count = policy.config.workers
         if count == 1:
             return _run_loop(Gateway(snapshot), overrides, sockets)
@@ -311,6 +313,8 @@ def run(directory: Path, overrides: Mapping[str, str]) -> int:
 
         return workers.supervise(count, run_worker)
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         if cluster is not None:
             cluster.stop()
             log.info("embedded PostgreSQL stopped")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -50,7 +51,26 @@ class PooledBackend:
     idle_since: float = 0.0
 
     def usable(self) -> bool:
-        return not self.protocol.eof and not self.protocol.inbox and not self.transport.is_closing()
+        return (
+            not self.protocol.eof
+            and not self.protocol.inbox
+            and not self.transport.is_closing()
+            and socket_quiet(self.transport)
+        )
+
+
+def socket_quiet(transport: asyncio.Transport) -> bool:
+    """Nothing to read and no hang-up on an idle backend's socket.
+
+    The event loop learns of a backend that died a moment ago (``kill -9``, a crash restart,
+    ``pg_ctl restart -m fast``: its FATAL or FIN is already in the kernel) only on its next
+    turn; one ``poll(2)`` here keeps such a connection from being handed to a client."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return True
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN | select.POLLRDHUP)
+    return not poller.poll(0)
 
 
 class ExitTracker:

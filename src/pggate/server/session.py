@@ -453,7 +453,9 @@ class ClientSession(InboxProtocol):
         try:
             established = await link.establish(address, attempt, route.tls, kept, route.gss)
         except link.Unreachable as exc:
-            return self._feed(lm.BackendUnreachable(str(exc)))
+            # The embedded cluster is pggate's own: when it cannot be reached, its postmaster
+            # died and embedded/watchdog.py is starting it again.
+            return self._feed(lm.BackendUnreachable(str(exc), starting=policy.embedded))
         except link.TlsRefused as exc:
             self.backend, self.backend_inbox = exc.transport, exc.protocol
             self.kept_link = link.Established(exc.transport, exc.protocol, PLAIN_TCP)
