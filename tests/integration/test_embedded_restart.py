@@ -22,6 +22,7 @@ import psutil
 import psycopg
 import pytest
 from conftest import free_port, login_error, start_gateway
+from psycopg import pq
 
 pytestmark = pytest.mark.integration
 
@@ -46,11 +47,8 @@ def select_one(port: int) -> object:
     return row[0] if row else None
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_dead_postmaster_is_restarted_and_clients_get_57p03_meanwhile(
-    public_tmp: Path, workers: int
-) -> None:
-    directory = public_tmp / "gate"
+def init_embedded(directory: Path, settings: str) -> int:
+    """``pggate init`` (embedded cluster) plus ``settings``; returns the port."""
     port = free_port()
     command = ["init", str(directory), "--port", str(port), "--listen-addresses", "127.0.0.1"]
     init = subprocess.run(
@@ -61,7 +59,16 @@ def test_dead_postmaster_is_restarted_and_clients_get_57p03_meanwhile(
     )
     assert init.returncode == 0, init.stderr
     with (directory / "pggate.conf").open("a") as conf:
-        conf.write(f"workers = {workers}\nssl = off\n")
+        conf.write(settings)
+    return port
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_dead_postmaster_is_restarted_and_clients_get_57p03_meanwhile(
+    public_tmp: Path, workers: int
+) -> None:
+    directory = public_tmp / "gate"
+    port = init_embedded(directory, f"workers = {workers}\nssl = off\n")
     data = directory / "pgdata"
     gateway = start_gateway(directory, port=port, timeout=120)
     try:
@@ -101,3 +108,55 @@ def test_dead_postmaster_is_restarted_and_clients_get_57p03_meanwhile(
     while time.monotonic() < deadline and (data / "postmaster.pid").exists():
         time.sleep(0.1)
     assert not (data / "postmaster.pid").exists(), gateway.log()
+
+
+def test_sessions_whose_backend_vanished_end_with_an_error_response(public_tmp: Path) -> None:
+    """kill -9 of one backend (PostgreSQL then ends every other backend with only a WARNING):
+    each session ends with FATAL 08006 from pggate, over TLS and plain alike; a backend that
+    says its word (pg_terminate_backend) has that relayed, with nothing added. libpq has a
+    SQLSTATE only for an ErrorResponse it received, never for a bare close."""
+    directory = public_tmp / "gate"
+    port = init_embedded(directory, "")  # TLS on, as pggate init makes it
+    gateway = start_gateway(directory, port=port, timeout=120)
+    try:
+        sessions = [
+            psycopg.connect(
+                f"host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode={mode}",
+                autocommit=True,
+            )
+            for mode in ("require", "require", "disable", "disable", "disable")
+        ]
+        victim, tls_bystander, bystander, terminated, admin = sessions
+        assert tls_bystander.pgconn.ssl_in_use and not bystander.pgconn.ssl_in_use
+        # (info.backend_pid is pggate's own key, not the backend's process)
+        target, killed = (
+            c.execute("select pg_backend_pid()").fetchone() for c in (terminated, victim)
+        )
+        assert target is not None and killed is not None
+        for conn in sessions[:4]:  # each waits for its result when the end comes
+            conn.pgconn.send_query(b"select pg_sleep(60)")
+        admin.execute("select pg_terminate_backend(%s, 5000)", target)
+        os.kill(killed[0], signal.SIGKILL)
+        outcomes = []
+        for conn in sessions[:4]:
+            result = conn.pgconn.get_result()
+            assert result is not None and result.status == pq.ExecStatus.FATAL_ERROR
+            fields = (pq.DiagnosticField.SQLSTATE, pq.DiagnosticField.MESSAGE_PRIMARY)
+            outcomes.append(tuple((result.error_field(f) or b"").decode() for f in fields))
+        for conn in sessions:
+            conn.close()
+        # PostgreSQL reinitializes after the crash; new sessions work again.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert select_one(port) == 1
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    finally:
+        gateway.stop(signal.SIGINT)
+    gone = ("08006", "server closed the connection unexpectedly")
+    shutdown = ("57P01", "terminating connection due to administrator command")
+    assert outcomes == [gone, gone, gone, shutdown]

@@ -13,6 +13,8 @@ import pytest
 from conftest_tls import CertFactory, connect
 
 from pggate.proto import codec, query
+from pggate.proto.errors import ClientError
+from pggate.proto.farewell import GONE
 from pggate.server import relay
 from pggate.server.pool import ExitTracker
 from pggate.transport import PLAIN, Channel, TlsChannel
@@ -213,11 +215,66 @@ def test_the_backend_going_sends_close_notify_first(tls: tuple[TlsChannel, TlsCh
     peer, channel = tls
     s = Session(channel)
     s.client.take()
+    s.from_backend(SHUTDOWN)  # the backend's last word (fast shutdown), then its close
     s.backend.lose()
     assert s.client.closed
-    assert peer.feed(s.client.take()) == b"" and peer.peer_closed
+    assert peer.feed(s.client.take()) == SHUTDOWN and peer.peer_closed
     s.client.lose()
     assert s.closed == 1
+
+
+# --- a backend that vanishes without a word -------------------------------------------------------
+
+SHUTDOWN = codec.error_response(
+    ClientError("57P01", "terminating connection due to administrator command")
+)
+CRASH_WARNING = codec.notice_response(
+    ClientError(
+        "57P02",
+        "terminating connection because of crash of another server process",
+        severity="WARNING",
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("backend_says", "pggate_adds"),
+    [
+        ([], GONE),  # killed while idle (kill -9, the OOM killer)
+        ([READY_IDLE, b"T" + b"\0" * 10], b""),  # killed mid-message: nothing can be appended
+        ([CRASH_WARNING], GONE),  # another backend crashed (quickdie sends only a WARNING)
+        ([SHUTDOWN], b""),  # said its word: relayed, nothing added
+        ([b"T" + b"\0" * 10, b"\0" * 5, READY_IDLE], GONE),  # whole again after 'Z'
+    ],
+)
+def test_a_backend_gone_without_an_error_ends_the_session_with_08006(
+    backend_says: list[bytes], pggate_adds: bytes
+) -> None:
+    s = Session(PLAIN)
+    s.client.take()
+    for chunk in backend_says:
+        s.from_backend(chunk)
+    assert s.client.take() == b"".join(backend_says)
+    s.backend.lose()
+    assert s.client.take() == pggate_adds and s.client.closed
+
+
+def test_a_backend_gone_without_an_error_is_told_through_the_clients_tls(
+    tls: tuple[TlsChannel, TlsChannel],
+) -> None:
+    peer, channel = tls
+    s = Session(channel)
+    s.client.take()
+    s.backend.lose()
+    assert peer.feed(s.client.take()) == GONE and peer.peer_closed
+
+
+def test_no_word_is_added_after_the_clients_terminate() -> None:
+    s = Session(PLAIN)
+    s.from_client(TERMINATE)
+    s.client.take()
+    s.backend.lose()
+    assert s.client.take() == b"" and s.client.closed
 
 
 def test_garbage_from_the_client_is_logged_and_closes(

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from pggate import logs
+from pggate.proto.farewell import LastWord
 from pggate.transport import Channel, ChannelError
 
 log = logging.getLogger("pggate.relay")
@@ -45,6 +46,8 @@ HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 
 Forward = Callable[[bytes], None]
+#: Notes each chunk of one direction for the session's :class:`LastWord`.
+Note = Callable[[bytes], None]
 #: An observer's hook for one direction: sees each chunk first; False keeps it back.
 Look = Callable[[bytes], bool]
 
@@ -71,17 +74,30 @@ class Observer(Protocol):
 class RelayEnd(asyncio.Protocol):
     """One side of a spliced session; forwards what it receives as it is."""
 
-    __slots__ = ("forward", "look", "observer", "on_close", "peer", "transport")
+    __slots__ = (
+        "farewell",
+        "forward",
+        "look",
+        "note",
+        "observer",
+        "on_close",
+        "peer",
+        "transport",
+    )
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self.transport: asyncio.Transport | None = transport
         self.peer: RelayEnd | None = None
         self.forward: Forward | None = None  # the other side's write; None once it is gone
+        self.note: Note = _ignore  # the session's LastWord, for this direction
         self.look: Look | None = None  # the observer's hook for this direction
         self.on_close: Callable[[], None] | None = None
         self.observer: Observer | None = None  # on the client's end, when one watches
+        # On the backend's end: what the client still hears when the backend has gone.
+        self.farewell: Callable[[], bytes] | None = None
 
     def data_received(self, data: bytes) -> None:
+        self.note(data)
         look = self.look
         if look is not None and not look(data):
             return
@@ -108,6 +124,11 @@ class RelayEnd(asyncio.Protocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        farewell = self.farewell
+        if farewell is not None and self.forward is not None:
+            last = farewell()  # the backend vanished: FATAL 08006 unless it said its word
+            if last:
+                self.data_received(last)
         peer, on_close, observer = self.peer, self.on_close, self.observer
         self.peer = self.transport = self.forward = self.look = None
         self.on_close = self.observer = None
@@ -124,6 +145,10 @@ class RelayEnd(asyncio.Protocol):
             on_close()
         if kept is not None and observer is not None:
             observer.reuse(kept)
+
+
+def _ignore(data: bytes) -> None:
+    """The note of an end outside a session (never called once :func:`make_ends` ran)."""
 
 
 def _channel_failed(err: ChannelError, client: asyncio.Transport | None) -> None:
@@ -153,6 +178,7 @@ class DecryptingEnd(RelayEnd):
             _channel_failed(err, self.transport)
             return
         if plain:
+            self.note(plain)
             look = self.look
             if look is None or look(plain):
                 forward = self.forward
@@ -186,6 +212,7 @@ class EncryptingEnd(RelayEnd):
         self.channel = channel
 
     def data_received(self, data: bytes) -> None:
+        self.note(data)
         look = self.look
         if look is not None and not look(data):
             return
@@ -212,6 +239,9 @@ def make_ends(
         client_end, backend_end = DecryptingEnd(client, channel), EncryptingEnd(backend, channel)
     client_end.forward, backend_end.forward = backend.write, client.write
     client_end.peer, backend_end.peer = backend_end, client_end
+    last_word = LastWord()
+    client_end.note, backend_end.note = last_word.client_data, last_word.backend_data
+    backend_end.farewell = last_word.farewell
     if observer is not None:
         client_end.look, backend_end.look = observer.client_data, observer.backend_data
         client_end.observer = observer
