@@ -1,13 +1,16 @@
 """The relay's ends as playbooks: chunks in through ``data_received``, exact bytes out on
 in-memory transports, with the plain channel and a real TLS channel, and the pool's observer.
-No sockets, no event loop."""
+No sockets; an event loop only where a client's end lingers on a timer."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 import ssl
-from typing import cast
+from collections.abc import Callable
+from typing import ParamSpec, cast
 
 import pytest
 from conftest_tls import CertFactory, connect
@@ -19,10 +22,26 @@ from pggate.server import relay
 from pggate.server.pool import ExitTracker
 from pggate.transport import PLAIN, Channel, TlsChannel
 
+P = ParamSpec("P")
 QUERY = query.simple_query("select 1")
 READY_IDLE = codec.ready_for_query(b"I")
 READY_IN_TX = codec.ready_for_query(b"T")
 TERMINATE = codec.terminate()
+
+
+def in_event_loop(test: Callable[P, object]) -> Callable[P, None]:
+    """Run a test (plain or async) inside an event loop: a client's end lingers on a timer."""
+
+    @functools.wraps(test)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        async def body() -> None:
+            result = test(*args, **kwargs)
+            if inspect.isawaitable(result):
+                await result
+
+        asyncio.run(body())
+
+    return run
 
 
 class MemoryTransport:
@@ -31,6 +50,7 @@ class MemoryTransport:
     def __init__(self) -> None:
         self.written = bytearray()
         self.closed = False
+        self.eof_written = False
         self.reading = False
         self.protocol: asyncio.BaseProtocol | None = None
 
@@ -44,6 +64,12 @@ class MemoryTransport:
 
     def close(self) -> None:
         self.closed = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_written = True
 
     def is_closing(self) -> bool:
         return self.closed
@@ -157,6 +183,7 @@ def test_client_loss_closes_the_backend_and_drops_the_links() -> None:
     assert s.client.take() == b"greeting"
 
 
+@in_event_loop
 def test_a_side_gone_during_setup_ends_the_session() -> None:
     client, backend = MemoryTransport(), MemoryTransport()
     backend.closed = True
@@ -170,7 +197,7 @@ def test_a_side_gone_during_setup_ends_the_session() -> None:
         to_backend=b"",
         on_close=lambda: calls.append(None),
     )
-    assert client.closed and not client.reading
+    assert client.take() == GONE and client.eof_written and not client.reading
     client.lose()
     assert calls == [None]
 
@@ -211,16 +238,32 @@ def test_the_clients_close_notify_is_answered_and_the_socket_closed(
     assert peer.feed(s.client.take()) == b"" and peer.peer_closed  # our close_notify
 
 
+@in_event_loop
 def test_the_backend_going_sends_close_notify_first(tls: tuple[TlsChannel, TlsChannel]) -> None:
     peer, channel = tls
     s = Session(channel)
-    s.client.take()
+    s.client.take(), s.backend.take()
     s.from_backend(SHUTDOWN)  # the backend's last word (fast shutdown), then its close
     s.backend.lose()
-    assert s.client.closed
+    assert s.client.eof_written and not s.client.closed  # lingers for the client's close
     assert peer.feed(s.client.take()) == SHUTDOWN and peer.peer_closed
+    s.from_client(peer.encrypt(QUERY))  # a query already on its way: dropped, no reset
+    assert s.client.take() == b"" and s.backend.take() == b""
     s.client.lose()
     assert s.closed == 1
+
+
+@in_event_loop
+async def test_a_client_that_never_closes_is_closed_after_the_linger(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(relay, "LINGER_SECONDS", 0.01)
+    s = Session(PLAIN)
+    s.from_backend(SHUTDOWN)
+    s.backend.lose()
+    assert not s.client.closed
+    await asyncio.sleep(0.05)
+    assert s.client.closed
 
 
 # --- a backend that vanishes without a word -------------------------------------------------------
@@ -247,6 +290,7 @@ CRASH_WARNING = codec.notice_response(
         ([b"T" + b"\0" * 10, b"\0" * 5, READY_IDLE], GONE),  # whole again after 'Z'
     ],
 )
+@in_event_loop
 def test_a_backend_gone_without_an_error_ends_the_session_with_08006(
     backend_says: list[bytes], pggate_adds: bytes
 ) -> None:
@@ -256,9 +300,10 @@ def test_a_backend_gone_without_an_error_ends_the_session_with_08006(
         s.from_backend(chunk)
     assert s.client.take() == b"".join(backend_says)
     s.backend.lose()
-    assert s.client.take() == pggate_adds and s.client.closed
+    assert s.client.take() == pggate_adds and s.client.eof_written
 
 
+@in_event_loop
 def test_a_backend_gone_without_an_error_is_told_through_the_clients_tls(
     tls: tuple[TlsChannel, TlsChannel],
 ) -> None:
@@ -269,12 +314,13 @@ def test_a_backend_gone_without_an_error_is_told_through_the_clients_tls(
     assert peer.feed(s.client.take()) == GONE and peer.peer_closed
 
 
+@in_event_loop
 def test_no_word_is_added_after_the_clients_terminate() -> None:
     s = Session(PLAIN)
     s.from_client(TERMINATE)
     s.client.take()
     s.backend.lose()
-    assert s.client.take() == b"" and s.client.closed
+    assert s.client.take() == b"" and s.client.eof_written
 
 
 def test_garbage_from_the_client_is_logged_and_closes(

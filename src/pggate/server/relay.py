@@ -22,9 +22,17 @@ drop their references to each other in ``connection_lost`` so a closed session i
 reference counting, not by a full GC.
 
 Ends are closed through :meth:`RelayEnd.close`, so an encrypted client hears the channel's
-goodbye first (TLS close_notify, as be_tls_close sends it when a backend exits): when its
-backend goes (a FATAL, fast shutdown), when the gateway closes the session (shutdown), and in
-answer to the client's own close_notify. Only after a channel error is the socket just closed.
+goodbye first (TLS close_notify, as be_tls_close sends it when a backend exits): when the
+gateway closes the session (shutdown), and in answer to the client's own close_notify. Only
+after a channel error is the socket just closed.
+
+When the backend goes first (its FATAL at a fast shutdown or ``pg_terminate_backend``, or
+pggate's FATAL 08006 for a backend that vanished), the client's end *lingers*
+(:meth:`RelayEnd.linger`): goodbye, then a TCP half-close, then what the client still sends is
+read and dropped until it closes (or ``LINGER_SECONDS`` pass). A backend that exits closes its
+socket at once, and a client that was sending its next query at that moment gets a TCP reset,
+which makes its kernel drop the FATAL it had not read yet: "SSL connection has been closed
+unexpectedly" instead of the reason. Lingering is pggate doing better than PostgreSQL there.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ log = logging.getLogger("pggate.relay")
 # small enough that an idle or slow client does not pin much memory.
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+LINGER_SECONDS = 2.0  # how long a client whose backend has gone may take to close
 
 Forward = Callable[[bytes], None]
 #: Notes each chunk of one direction for the session's :class:`LastWord`.
@@ -77,6 +86,7 @@ class RelayEnd(asyncio.Protocol):
     __slots__ = (
         "farewell",
         "forward",
+        "lingering",
         "look",
         "note",
         "observer",
@@ -95,6 +105,8 @@ class RelayEnd(asyncio.Protocol):
         self.observer: Observer | None = None  # on the client's end, when one watches
         # On the backend's end: what the client still hears when the backend has gone.
         self.farewell: Callable[[], bytes] | None = None
+        # On the client's end, once its backend has gone: the timer that ends the wait.
+        self.lingering: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
         self.note(data)
@@ -123,12 +135,35 @@ class RelayEnd(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def goodbye(self) -> bytes:
+        """What the client hears last, before the socket closes (nothing, in plaintext)."""
+        return b""
+
+    def linger(self) -> None:
+        """The client's end, after its backend has gone: goodbye, half-close, then drop what
+        still comes until the client closes (see the module's docstring)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self.note, self.look, self.forward = _ignore, None, None
+        goodbye = self.goodbye()
+        if goodbye:
+            transport.write(goodbye)
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self.lingering = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+
     def connection_lost(self, exc: Exception | None) -> None:
         farewell = self.farewell
         if farewell is not None and self.forward is not None:
             last = farewell()  # the backend vanished: FATAL 08006 unless it said its word
             if last:
                 self.data_received(last)
+        if self.lingering is not None:
+            self.lingering.cancel()
+            self.lingering = None
         peer, on_close, observer = self.peer, self.on_close, self.observer
         self.peer = self.transport = self.forward = self.look = None
         self.on_close = self.observer = None
@@ -139,6 +174,8 @@ class RelayEnd(asyncio.Protocol):
             other = peer.transport
             if observer is not None and other is not None and observer.reusable(other):
                 peer.transport, kept = None, other  # detached: handed over below
+            elif self.farewell is not None:
+                peer.linger()  # we are the backend's end: the client hears the end calmly
             else:
                 peer.close()
         if on_close is not None:
@@ -171,6 +208,8 @@ class DecryptingEnd(RelayEnd):
         self.channel = channel
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering is not None:
+            return  # the backend has gone; the channel has said goodbye
         channel = self.channel
         try:
             plain = channel.feed(data)
@@ -199,6 +238,9 @@ class DecryptingEnd(RelayEnd):
             # been closed unexpectedly" (test_shutdown_tls compares them).
             transport.write(self.channel.close())
             transport.close()
+
+    def goodbye(self) -> bytes:
+        return self.channel.close()
 
 
 class EncryptingEnd(RelayEnd):
