@@ -1455,6 +1455,21 @@ def test_backend_walk_relays_the_refusal_that_ends_it() -> None:
     assert pb << Close(OK + refusal, Log(Level.FATAL, message))
 
 
+def test_backend_walk_ending_on_a_server_starting_up_relays_its_57p03() -> None:
+    """The last host is starting up: its own FATAL 57P03 reaches the client, as PostgreSQL
+    sends it, before any AuthenticationOk (clients retry on 57P03, not on 08006)."""
+    m = machine(backend=HOSTS, log_connections="")
+    refused = BackendUnreachable("[Errno 111] Connection refused")
+    pb = walking(m) >> refused << SetTimeout(DB2.connect_timeout)
+    pb = pb << attempt(1, TLS_FIRST) >> BackendTlsRefused() << SetTimeout(DB2.connect_timeout)
+    pb = pb << attempt(1, PLAINTEXT, same_connection=True)
+    pb = pb >> BackendConnected() << SetTimeout(DB2.connect_timeout)
+    message = "the database system is starting up"
+    starting = codec.error_response(ClientError("57P03", message))
+    pb = pb << SendToBackend(BACKEND_STARTUP) >> BackendData(starting)
+    assert pb << Close(starting, Log(Level.FATAL, message))
+
+
 def test_backend_walk_ending_without_a_server_is_08006_with_every_reason() -> None:
     m = machine(backend=HOSTS, log_connections="")
     pb = walking(m) >> BackendUnreachable("[Errno 111] Connection refused")

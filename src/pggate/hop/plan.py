@@ -24,7 +24,8 @@ What happens after each outcome is decided here, as libpq decides it:
 - the TLS or GSSAPI handshake fails, the server answers a GSSENCRequest with an error (a
   pre-12 server), or it refuses the login with an ErrorResponse (``CONNECTION_FAILED``): the
   next method on a *new* connection, else the error ends it;
-- the server says 57P03 (``the database system is starting up``): next host;
+- the server says 57P03 (``the database system is starting up``): next host; after the last
+  one, that refusal ends it (relayed, so the client knows to retry);
 - the login succeeds but the server is not what ``target_session_attrs`` asks for: next host;
   after the last host, ``prefer-standby`` starts a second pass that takes any server.
 
@@ -233,7 +234,10 @@ class ConnectPlan:
         """The server sent an ErrorResponse before the login completed."""
         self._note(message)
         if sqlstate == codes.SQLSTATE_CANNOT_CONNECT_NOW:
-            return self._next_host()
+            # The last host starting up (or shutting down, or in recovery) has the last word:
+            # its 57P03 tells the client to come back, where 08006 would say "broken".
+            nxt = self._next_host()
+            return self._give_up(error_body) if isinstance(nxt, GiveUp) else nxt
         nxt = self._next_method()
         return nxt if nxt is not None else self._give_up(error_body)
 

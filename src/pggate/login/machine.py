@@ -847,9 +847,13 @@ class LoginMachine:
         if isinstance(step, GiveUp):
             refusal = self._refusal
             if step.refusal is not None and refusal is not None:
-                # As PostgreSQL: authentication succeeded, then InitPostgres refused.
+                # As PostgreSQL: authentication succeeded, then InitPostgres refused; except
+                # 57P03, which PostgreSQL sends before authentication (BackendStartup).
+                before = b""
+                if refusal.error.sqlstate != codes.SQLSTATE_CANNOT_CONNECT_NOW:
+                    before = self._auth_ok()
                 self._close(
-                    self._auth_ok() + refusal.error_message,
+                    before + refusal.error_message,
                     cmd.Log(cmd.Level.FATAL, refusal.error.message),
                 )
                 return
