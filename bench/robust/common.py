@@ -34,6 +34,7 @@ CANARY_PERIOD = 0.1
 CANARY_LOGIN_LIMIT = 1.0
 RSS_LIMIT = 10 * 2**20
 FD_RESERVE = 64
+BACKEND_MAX_CONNECTIONS = 2300  # the cluster's max_connections
 BAD_LOG = re.compile(r"internal error|unexpected error|traceback", re.I)
 
 
@@ -47,6 +48,7 @@ class Canary:
     conninfo: str
     logins: int = 0
     failures: list[str] = field(default_factory=list)
+    failure_times: list[float] = field(default_factory=list)  # time.monotonic() of each
     worst_login: float = 0.0
     worst_total: float = 0.0
     slow_logins: int = 0
@@ -67,6 +69,7 @@ class Canary:
                         raise RuntimeError("canary session without TLS")
             except Exception as exc:  # every failure is a lost canary login
                 self.failures.append(f"{type(exc).__name__}: {str(exc).strip()[:200]}")
+                self.failure_times.append(start)
             else:
                 self.logins += 1
                 self.worst_login = max(self.worst_login, login)
@@ -175,7 +178,10 @@ def environment(keep: bool) -> Iterator[Env]:
             stack.callback(shutil.rmtree, base, True)
         tls = bench_run.make_certs(base, "ec")
         log(f"PostgreSQL: initdb + start in {base / 'pg'}")
-        cluster = bench_run.start_postgres(base, tls, 300, embedded.run_as_user())
+        # room for churn's 2,000 idle sessions + its cycles + the canary (slow_readers: 1,001)
+        cluster = bench_run.start_postgres(
+            base, tls, BACKEND_MAX_CONNECTIONS, embedded.run_as_user()
+        )
         stack.callback(cluster.stop, "fast", 120)
         yield Env(base, tls, cluster, keep)
 
