@@ -7,7 +7,7 @@ other, with a settling pause between:
 
 * ``kill -9`` of one backend process (PostgreSQL then ends every backend and reinitializes);
 * ``pg_ctl restart -m fast``;
-* ``pg_ctl stop -m fast``, 10 s down, ``pg_ctl start``;
+* ``pg_ctl stop -m fast``, 10 s down (quick: 3 s), ``pg_ctl start``;
 * on a second pggate serving its embedded cluster (``pggate init``): ``kill -9`` of the
   postmaster, which pggate must log and restart.
 
@@ -56,7 +56,6 @@ RECONNECT_EVERY = 20  # transactions per login, so that the pool is used
 OP_TIMEOUT = 10.0  # seconds: a login or transaction taking longer has hung
 PROBE_PERIOD = 0.05
 RECOVERY_LIMIT = 1.0  # seconds from "backend accepts again" to a new session through pggate
-DOWN_SECONDS = 10.0
 STEADY_SECONDS = 2.0  # reachable this long before the next fault
 CANARY_IN_FLIGHT = 2.0  # seconds: a canary attempt this old may still be running at the fault
 APPLICATION = "robust-faults"
@@ -397,18 +396,18 @@ def kill_one_backend(backend_conninfo: str) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def external_faults(env: Env) -> list[Fault]:
+def external_faults(env: Env, down: float) -> list[Fault]:
     conninfo = env.cluster.conninfo
 
     def stop_for_a_while() -> None:
         pg_ctl(env, "stop", "-m", "fast")
-        time.sleep(DOWN_SECONDS)
+        time.sleep(down)
         pg_ctl(env, "start")
 
     return [
         Fault("kill -9 a backend", lambda: kill_one_backend(conninfo)),
         Fault("pg_ctl restart -m fast", lambda: pg_ctl(env, "restart", "-m", "fast")),
-        Fault(f"pg_ctl stop -m fast, {DOWN_SECONDS:g} s down, start", stop_for_a_while),
+        Fault(f"pg_ctl stop -m fast, {down:g} s down, start", stop_for_a_while),
     ]
 
 
@@ -455,11 +454,15 @@ def kill_postmaster(directory: Path) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fault-sessions", type=int, help="quick 10, full 50")
     p.add_argument("--fault-settle", type=float, help="seconds between faults: quick 3, full 8")
+    p.add_argument(
+        "--fault-down", type=float, help="seconds the backend is stopped: quick 3, full 10"
+    )
 
 
 def set_defaults(args: argparse.Namespace) -> None:
     args.fault_sessions = args.fault_sessions or (10 if args.quick else 50)
     args.fault_settle = args.fault_settle or (3 if args.quick else 8)
+    args.fault_down = args.fault_down or (3 if args.quick else 10)
 
 
 def prepare_table(conninfo: str) -> None:
@@ -513,7 +516,7 @@ def run(env: Env, args: argparse.Namespace) -> Row:
     settings = ["pool_mode = session", "log_connections = off"]
     with env.pggate("faults", settings) as gate:
         canary = canary_for(gate, verify=True)
-        faults = external_faults(env)
+        faults = external_faults(env, args.fault_down)
         record, summaries, problems = exercise(gate, canary, backend, faults, args)
     with embedded_gate(env) as (gate, directory):
         embedded_backend = f"host={directory / 'pgsocket'} port=5432 user=postgres dbname=postgres"
