@@ -329,3 +329,13 @@ def read_all(sock: socket.socket, timeout: float = 10.0, until: bytes | None = N
         data += chunk
         if until is not None and until in data:
             return data
+
+
+@pytest.fixture
+def public_tmp() -> Iterator[Path]:
+    """A temp dir the embedded cluster's unprivileged user can traverse (pytest's tmp_path is
+    0700 under root's)."""
+    path = Path(tempfile.mkdtemp(prefix="pggate-embedded-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

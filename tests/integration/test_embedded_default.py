@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -16,15 +13,6 @@ import pytest
 from conftest import free_port, start_gateway
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def public_tmp() -> Iterator[Path]:
-    """A temp dir the unprivileged cluster user can traverse (pytest's tmp_path is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="pggate-embedded-"))
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def pggate(*args: str) -> subprocess.CompletedProcess[str]:

@@ -9,13 +9,10 @@ attempt then fails until it is put back, which also shows the retries and their 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -25,15 +22,6 @@ from conftest import free_port, login_error, start_gateway
 from psycopg import pq
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def public_tmp() -> Iterator[Path]:
-    """A temp dir the unprivileged cluster user can traverse (pytest's tmp_path is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="pggate-restart-"))
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def postmaster_pid(data_dir: Path) -> int:
