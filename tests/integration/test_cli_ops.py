@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from conftest import Backend, GatewayFactory, free_port, prepare_gateway_dir, start_gateway
-from test_embedded_default import pggate, public_tmp  # noqa: F401  (a 0755 temp directory)
+from test_embedded_default import pggate
 
 from pggate import embedded
 from pggate.cli import build_parser
@@ -185,7 +185,7 @@ def test_reload_prints_the_servers_verdict(backend: Backend, tmp_path: Path) -> 
 
 
 def test_a_sighup_while_the_embedded_cluster_starts_is_applied_once_serving(
-    public_tmp: Path,  # noqa: F811
+    public_tmp: Path,
 ) -> None:
     """The pid file exists before the cluster is up; a reload then must not kill pggate (SIGHUP's
     default action) but wait for the event loop."""
@@ -237,7 +237,7 @@ def fake_bindir(base: Path) -> Path:
 
 
 def test_init_that_fails_in_initdb_leaves_the_empty_directory_empty(
-    public_tmp: Path,  # noqa: F811
+    public_tmp: Path,
 ) -> None:
     directory = public_tmp / "gate"
     directory.mkdir()
@@ -248,7 +248,7 @@ def test_init_that_fails_in_initdb_leaves_the_empty_directory_empty(
 
 
 def test_init_that_fails_leaves_no_directory_and_the_retry_works(
-    public_tmp: Path,  # noqa: F811
+    public_tmp: Path,
 ) -> None:
     directory = public_tmp / "new" / "gate"
     failed = pggate("init", str(directory), "--postgres-bindir", str(public_tmp / "no-such-dir"))

@@ -236,8 +236,8 @@ class ConnectPlan:
         if sqlstate == codes.SQLSTATE_CANNOT_CONNECT_NOW:
             # The last host starting up (or shutting down, or in recovery) has the last word:
             # its 57P03 tells the client to come back, where 08006 would say "broken".
-            nxt = self._next_host()
-            return self._give_up(error_body) if isinstance(nxt, GiveUp) else nxt
+            after = self._next_host()
+            return self._give_up(error_body) if isinstance(after, GiveUp) else after
         nxt = self._next_method()
         return nxt if nxt is not None else self._give_up(error_body)
 
