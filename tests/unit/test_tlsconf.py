@@ -538,3 +538,17 @@ def test_error_queue_left_clean(factory: CertFactory, server: Issued) -> None:
     raises(factory.settings(server, ssl_groups="nosuchgroup"))
     lib = _libssl.libssl()
     assert lib is not None and lib.err_get_error() == 0
+
+
+def test_a_junk_crl_is_reported_in_openssls_words(
+    factory: CertFactory, server: Issued, tmp_path: Path
+) -> None:
+    """A PEM block that is not a CRL: OpenSSL's reason ("PEM lib"), without Python's library
+    tag or its _ssl.c source location."""
+    junk = tmp_path / "junk.crl"
+    junk.write_text("-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n")
+    settings = factory.settings(
+        server, ssl_ca_file=str(factory.ca.cert_path), ssl_crl_file=str(junk)
+    )
+    err = raises(settings)
+    assert err.message == f'could not load SSL certificate revocation list file "{junk}": PEM lib'

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import ctypes
 import os
+import re
 import signal
 import ssl
 import stat
@@ -317,9 +318,16 @@ def _reason(exc: BaseException) -> str:
     reason strings upper-cased with underscores (``BAD_DECRYPT`` = "bad decrypt")."""
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return exc.reason.lower().replace("_", " ")
+    if isinstance(exc, ssl.SSLError) and exc.strerror:
+        # A reason Python has no name for: "[X509] PEM lib (_ssl.c:4154)" is OpenSSL's
+        # "PEM lib" between Python's library tag and its own source location.
+        return _PYTHON_SSL_DECORATION.sub("", exc.strerror)
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc)
+
+
+_PYTHON_SSL_DECORATION = re.compile(r"^\[[A-Z0-9_]+\] | \(_ssl\.c:\d+\)$")
 
 
 def build_server_context(
