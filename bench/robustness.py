@@ -24,11 +24,31 @@ from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import run as bench_run  # the set-up helpers of the benchmark
-from bench.robust import common, flood, fuzz
+from bench.robust import (
+    backend_faults,
+    churn,
+    common,
+    flood,
+    fuzz,
+    reload_storm,
+    slow_readers,
+    worker_loss,
+)
 from bench.robust.common import Row
 
 log = bench_run.log
-SCENARIOS: dict[str, ModuleType] = {module.NAME: module for module in (fuzz, flood)}
+SCENARIOS: dict[str, ModuleType] = {
+    module.NAME: module
+    for module in (
+        fuzz,
+        flood,
+        backend_faults,
+        reload_storm,
+        worker_loss,
+        slow_readers,
+        churn,
+    )
+}
 
 
 def print_table(rows: list[Row], args: argparse.Namespace) -> None:

@@ -1,5 +1,6 @@
-"""The robustness runner's quick version (bench/robustness.py --quick, issue 12): fuzzing over
-raw TCP and a pre-authentication flood against a running pggate, both rows must pass."""
+"""The robustness runner's quick version (bench/robustness.py --quick, issue 12): every scenario
+(fuzzing, pre-authentication flood, backend faults, reload storm, worker loss, stalled readers,
+churn) against a running pggate, each at a small size; every row must pass."""
 
 from __future__ import annotations
 
@@ -20,11 +21,20 @@ def test_quick_robustness_run_passes() -> None:
         [sys.executable, str(RUNNER), "--quick"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=900,
         stdin=subprocess.DEVNULL,
     )
     report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
     assert proc.returncode == 0, report
-    for scenario in ("fuzz", "flood"):
+    scenarios = (
+        "fuzz",
+        "flood",
+        "backend_faults",
+        "reload_storm",
+        "worker_loss",
+        "slow_readers",
+        "churn",
+    )
+    for scenario in scenarios:
         rows = re.findall(rf"^\| {scenario} \|.*\| (\w+) \|$", proc.stdout, re.M)
         assert rows == ["pass"], f"{scenario}: {rows}\n{report}"
