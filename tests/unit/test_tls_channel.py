@@ -53,6 +53,16 @@ def test_data_both_ways_small_and_10mb(factory: CertFactory, server_ctx: ssl.SSL
     assert client.feed(server.encrypt(big)) == big
 
 
+def test_a_large_feed_ending_in_close_notify(
+    factory: CertFactory, server_ctx: ssl.SSLContext
+) -> None:
+    """Fed in slices (a memory BIO keeps its largest size): the data, then the close, whole."""
+    client, server = connect(server_ctx, factory.client_context())
+    big = os.urandom(300_000)
+    assert server.feed(client.encrypt(big) + client.close()) == big
+    assert server.peer_closed
+
+
 def test_records_split_anywhere(factory: CertFactory, server_ctx: ssl.SSLContext) -> None:
     client, server = connect(server_ctx, factory.client_context())
     wire = client.encrypt(b"a" * 40000) + client.encrypt(b"tail")

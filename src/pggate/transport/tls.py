@@ -22,6 +22,10 @@ from pggate.tls import x509names
 from pggate.tls.reasons import PROTOCOL_REASONS
 from pggate.transport.channel import ChannelError, ChannelInfo, ChannelKind
 
+# What goes through a memory BIO at a time (see feed): a bound on what each BIO keeps, large
+# enough that a chunk of up to 64 KiB (plus its records' overhead, when fed) is one call.
+_SLICE = 65536
+_FEED_SLICE = _SLICE + 4096
 # One SSL_read returns at most one record (<= 16 KiB of plaintext); a larger buffer only costs
 # allocation, a smaller one would split records across calls.
 _READ_SIZE = 16384 + 1024
@@ -202,6 +206,17 @@ class TlsChannel:
 
     def feed(self, data: bytes) -> bytes:
         """Raw bytes in, plaintext out.  Before the handshake is done: buffered, ``b""``."""
+        if len(data) > _FEED_SLICE and self._done:
+            # In slices: OpenSSL's memory BIO keeps the capacity it ever needed, so one
+            # 256 KB read would pin 256 KB for the rest of the session.
+            view = memoryview(data)
+            return b"".join(
+                self._feed(view[start : start + _FEED_SLICE])
+                for start in range(0, len(data), _FEED_SLICE)
+            )
+        return self._feed(data)
+
+    def _feed(self, data: bytes | memoryview) -> bytes:
         if data:
             self._in.write(data)
         if not self._done:
@@ -237,11 +252,19 @@ class TlsChannel:
 
     def encrypt(self, data: bytes) -> bytes:
         """Plaintext in, records out (plus anything already queued for the peer)."""
+        write, read = self._obj.write, self._out.read
         try:
-            self._obj.write(data)
+            if len(data) <= _SLICE:
+                write(data)
+                return read()
+            # In slices, the outgoing BIO emptied after each (see feed).
+            view, parts = memoryview(data), []
+            for start in range(0, len(data), _SLICE):
+                write(view[start : start + _SLICE])
+                parts.append(read())
         except ssl.SSLError as exc:
             raise TlsError(_reason(exc), output=self._out.read()) from exc
-        return self._out.read()
+        return b"".join(parts)
 
     def pending_output(self) -> bytes:
         return self._out.read()
