@@ -1,14 +1,17 @@
 """Settings that used to be accepted and ignored now have PostgreSQL's effect.
 
 trace_connection_negotiation (PostgreSQL 17's LOG lines for each encryption answer),
-log_hostname (host names in the connection log lines) and scram_iterations (the iteration count
-a mock SCRAM exchange advertises for a role that does not exist, CVE-2026-14672 class).
+log_hostname (host names in the connection log lines), scram_iterations (the iteration count
+a mock SCRAM exchange advertises for a role that does not exist, CVE-2026-14672 class) and
+tcp_socket_buffer (the client sockets' buffer sizes, read back with ss).
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
+import subprocess
 from collections.abc import Iterator
 
 import psycopg
@@ -130,3 +133,33 @@ def test_pggates_own_scram_iterations_wins(
         conf=f"backend = '{pg18_backend.conninfo}'\nscram_iterations = 7000\n",
     )
     assert _advertised_iterations(other, "no_such_role") == 7000
+
+
+def _pggate_side_buffers(port: int, client_port: int) -> tuple[int, int]:
+    """(rcvbuf, sndbuf) of pggate's end of one connection, as ``ss -m`` reports them."""
+    out = subprocess.run(
+        ["ss", "-tmnH", "state", "established", f"( sport = :{port} and dport = :{client_port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = re.search(r"skmem:\(r\d+,rb(\d+),t\d+,tb(\d+)", out)
+    assert found, out
+    return int(found.group(1)), int(found.group(2))
+
+
+@pytest.mark.parametrize(("conf", "fixed"), [("tcp_socket_buffer = 64kB\n", True), ("", False)])
+def test_tcp_socket_buffer_sets_the_client_sockets_buffers(
+    make_gateway: GatewayFactory, conf: str, fixed: bool
+) -> None:
+    """Set: both buffers of each client connection are that size (the kernel doubles what it
+    is given, for its bookkeeping); unset: the kernel's defaults, which autotune."""
+    gateway = make_gateway(conf=conf)
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(SSL_REQUEST)
+        assert sock.recv(1) in (b"S", b"N")  # the session exists on pggate's side by now
+        rcvbuf, sndbuf = _pggate_side_buffers(gateway.port, sock.getsockname()[1])
+    if fixed:
+        assert (rcvbuf, sndbuf) == (2 * 65536, 2 * 65536)
+    else:
+        assert (rcvbuf, sndbuf) != (2 * 65536, 2 * 65536)

@@ -54,6 +54,7 @@ class Config:
     ssl_passphrase_command_supports_reload: bool
     ssl_prefer_server_ciphers: bool
     ssl_tls13_ciphers: str
+    tcp_socket_buffer: int  # bytes; 0: the kernel's autotuning
     trace_connection_negotiation: bool
     workers: int
     # Names set in a file or with -c (not left at their defaults), for settings whose default

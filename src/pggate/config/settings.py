@@ -183,6 +183,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Give priority to server ciphersuite order."),
     Setting("ssl_tls13_ciphers", "string", "", "sighup", SSL,
             "Sets the list of allowed TLSv1.3 cipher suites; empty means OpenSSL's default."),
+    Setting("tcp_socket_buffer", "int", "0", "sighup", GATEWAY,
+            "Socket send and receive buffer size for client connections (SO_SNDBUF, "
+            "SO_RCVBUF), as PgBouncer's tcp_socket_buffer; 0 leaves them to the kernel's "
+            "autotuning. Bounds the kernel memory a client that stops reading can pin (up to "
+            "the kernel's tcp_wmem maximum, 4 MB by default, per connection).",
+            unit="B", min=0, max=2147483647),
     Setting("trace_connection_negotiation", "bool", "off", "postmaster", LOGGING,
             "Logs details of pre-authentication connection handshake."),
     Setting("workers", "int", "1", "postmaster", GATEWAY,
@@ -244,6 +250,7 @@ _STRTOD = re.compile(
     r"|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?|[nN][aA][nN])"
 )
 _LONG_MAX = 2**63 - 1
+_LONG_MAX_DIGITS = len(str(_LONG_MAX))
 
 
 def _rint(x: float) -> float:
@@ -260,6 +267,8 @@ def _strtol(text: str) -> tuple[float, str] | None:
         number = int(digits, 16)
     elif digits.startswith("0"):
         number = int(digits, 8)
+    elif len(digits) > _LONG_MAX_DIGITS:
+        return None  # ERANGE, judged before int() (which refuses over 4300 digits)
     else:
         number = int(digits)
     if number > _LONG_MAX:

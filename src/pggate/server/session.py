@@ -118,9 +118,13 @@ class ClientSession(InboxProtocol):
         if isinstance(peer, tuple):
             self.host, self.port = str(peer[0]), str(peer[1])
         sock = transport.get_extra_info("socket")
+        policy = self.snapshot.policy
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        policy = self.snapshot.policy
+            if policy.config.tcp_socket_buffer:
+                size = policy.config.tcp_socket_buffer
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
         self.machine = lm.LoginMachine(
             policy.config,
             policy.hba,
