@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pggate import config as config_module
+from pggate import logs
 from pggate import policy as policy_module
 from pggate.config import Config
 from pggate.config.files import DiskFiles
@@ -100,4 +101,5 @@ def problems(directory: Path, overrides: Mapping[str, str]) -> list[ConfigError]
         load_tls(cfg, reloading=False)
     except ConfigError as err:
         found.append(err)
+    found += logs.problems(cfg)  # log_file that cannot be opened, syslog without a logger
     return found

@@ -29,6 +29,7 @@ from pggate.config.settings import (
 from pggate.directory import layout
 from pggate.errors import ConfigError
 from pggate.hop.route import checked_target
+from pggate.logsink.zones import ZoneRefused, find_zone
 
 CONFIG_FILE_NAME = layout.CONF_FILE
 
@@ -73,11 +74,24 @@ def _check_backend_krb_client_keyfile(value: Value) -> None:
         )
 
 
+def _check_log_timezone(value: Value) -> None:
+    """check_log_timezone: a zone of the time zone database (logsink/zones.py)."""
+    try:
+        find_zone(str(value))
+    except ZoneRefused as exc:
+        raise SettingError(
+            exc.message or f'invalid value for parameter "log_timezone": "{value}"',
+            parameter="log_timezone",
+            detail=exc.detail,
+        ) from None
+
+
 # PostgreSQL's check hooks: validation beyond a value's type, run wherever a value is set.
 _CHECK_HOOKS: dict[str, Callable[[Value], None]] = {
     "backend": _check_backend,
     "backend_krb_client_keyfile": _check_backend_krb_client_keyfile,
     "krb_server_keyfile": _check_krb_server_keyfile,
+    "log_timezone": _check_log_timezone,
 }
 
 

@@ -26,8 +26,12 @@ class Config:
     krb_server_keyfile: str
     listen_addresses: str
     log_connections: frozenset[str]
+    log_destination: frozenset[str]
     log_disconnections: bool
+    log_file: str  # '' = standard error
     log_hostname: bool
+    log_line_prefix: str
+    log_timezone: str  # an IANA zone name, checked when loaded
     max_connections: int
     max_startup_connections: int
     password_encryption: str
@@ -54,6 +58,10 @@ class Config:
     ssl_passphrase_command_supports_reload: bool
     ssl_prefer_server_ciphers: bool
     ssl_tls13_ciphers: str
+    syslog_facility: str  # local0 .. local7
+    syslog_ident: str
+    syslog_sequence_numbers: bool
+    syslog_split_messages: bool
     tcp_socket_buffer: int  # bytes; 0: the kernel's autotuning
     trace_connection_negotiation: bool
     workers: int

@@ -56,7 +56,11 @@ class Setting:
     ``unit`` is the base unit of an int/real (``s``, ``ms``, ``kB``...): values may carry any unit
     of the same family and are converted to it. ``choices`` are an enum's values or a list's
     items; ``shorthands`` are list words standing for several items (``all``); ``alone`` are
-    whole-value spellings accepted only by themselves (log_connections' old booleans).
+    whole-value spellings accepted only by themselves (log_connections' old booleans);
+    ``refused`` are list items PostgreSQL accepts and pggate does not, each with the DETAIL that
+    says so. ``list_messages`` picks the DETAIL texts of a bad list: ``options`` as PG18's
+    validate_log_connections_options words them, ``key words`` as the check hooks of other list
+    settings do (check_log_destination: "List syntax is invalid.", "Unrecognized key word").
     """
 
     name: str
@@ -72,11 +76,15 @@ class Setting:
     shorthands: tuple[tuple[str, tuple[str, ...]], ...] = ()
     alone: tuple[tuple[str, tuple[str, ...]], ...] = ()
     aliases: tuple[str, ...] = ()
+    refused: tuple[tuple[str, str], ...] = ()
+    list_messages: Literal["options", "key words"] = "options"
 
 
 _TLS_VERSIONS = ("", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 _CONNECTION_ASPECTS = ("receipt", "authentication", "authorization", "setup_durations")
 _LEGACY_ON = ("receipt", "authentication", "authorization")
+_LOG_DESTINATIONS = ("stderr", "jsonlog", "syslog")
+_SYSLOG_FACILITIES = tuple(f"local{n}" for n in range(8))
 
 # fmt: off
 SETTINGS: tuple[Setting, ...] = (
@@ -114,10 +122,34 @@ SETTINGS: tuple[Setting, ...] = (
             alone=(("off", ()), ("false", ()), ("no", ()), ("0", ()),
                    ("on", _LEGACY_ON), ("true", _LEGACY_ON), ("yes", _LEGACY_ON),
                    ("1", _LEGACY_ON))),
+    Setting("log_destination", "list", "stderr", "sighup", LOGGING,
+            "Sets the destination for server log output: stderr, jsonlog and syslog, in any "
+            "combination ('' logs nothing). jsonlog writes one JSON object per line with "
+            "PostgreSQL's keys. Without log_file, stderr and jsonlog lines go to standard "
+            "error. csvlog is not supported.",
+            choices=_LOG_DESTINATIONS, list_messages="key words",
+            refused=(("csvlog", 'Log destination "csvlog" is not supported by pggate.'),)),
     Setting("log_disconnections", "bool", "off", "sighup", LOGGING,
             "Logs end of a session, including duration."),
+    Setting("log_file", "string", "", "sighup", GATEWAY,
+            "File the log is appended to; empty means standard error. stderr lines go to this "
+            "file and jsonlog lines to the same name with .log replaced by .json (or .json "
+            "added), as PostgreSQL names its files. Every reload (SIGHUP) reopens it, so "
+            "logrotate can move it away; each line is written whole, so workers share it. "
+            "Created with mode 0600."),
     Setting("log_hostname", "bool", "off", "sighup", LOGGING,
             "Logs the host name in the connection logs."),
+    Setting("log_line_prefix", "string", "%m [%p] ", "sighup", LOGGING,
+            "Controls information prefixed to each log line, with PostgreSQL's escapes: %m %t "
+            "%n %p %l %c %s %e %b %q %% and, in a session, %u %d %a %h %r %L; padding as in "
+            "%-10u. pggate has no transactions, queries or ps display: %x and %Q print 0, %v "
+            "%i and %P nothing. %c is the session's start time, pggate's process ID and the "
+            "process's connection number, in hex (outside a session: start time and PID, as "
+            "in PostgreSQL)."),
+    Setting("log_timezone", "string", "UTC", "sighup", LOGGING,
+            "Sets the time zone to use in log messages: a name of the IANA time zone database, "
+            "in any case. pggate defaults to UTC (PostgreSQL's initdb writes the system's "
+            "zone)."),
     Setting("max_connections", "int", "100", "postmaster", CONNECTIONS,
             "Sets the maximum number of concurrent connections.", min=1, max=262143),
     Setting("max_startup_connections", "int", "1000", "sighup", GATEWAY,
@@ -183,6 +215,16 @@ SETTINGS: tuple[Setting, ...] = (
             "Give priority to server ciphersuite order."),
     Setting("ssl_tls13_ciphers", "string", "", "sighup", SSL,
             "Sets the list of allowed TLSv1.3 cipher suites; empty means OpenSSL's default."),
+    Setting("syslog_facility", "enum", "local0", "sighup", LOGGING,
+            "Sets the syslog \"facility\" to be used when syslog enabled.",
+            choices=_SYSLOG_FACILITIES),
+    Setting("syslog_ident", "string", "pggate", "sighup", LOGGING,
+            "Sets the program name used to identify pggate's messages in syslog (PostgreSQL's "
+            "default is postgres)."),
+    Setting("syslog_sequence_numbers", "bool", "on", "sighup", LOGGING,
+            "Add sequence number to syslog messages to avoid duplicate suppression."),
+    Setting("syslog_split_messages", "bool", "on", "sighup", LOGGING,
+            "Split messages sent to syslog by lines and to fit into 1024 bytes."),
     Setting("tcp_socket_buffer", "int", "0", "sighup", GATEWAY,
             "Socket send and receive buffer size for client connections (SO_SNDBUF, "
             "SO_RCVBUF), as PgBouncer's tcp_socket_buffer; 0 leaves them to the kernel's "
@@ -394,10 +436,13 @@ def _parse_enum(setting: Setting, text: str) -> str:
 
 
 def _parse_list(setting: Setting, text: str) -> frozenset[str]:
-    """A list setting, validated as PG18's validate_log_connections_options does."""
+    """A list setting, validated as PG18's validate_log_connections_options (log_connections)
+    or the list check hooks (check_log_destination) do, by ``setting.list_messages``."""
+    keywords = setting.list_messages == "key words"
     items = split_identifier_string(text)
     if items is None:
-        raise _invalid(setting, text, detail=f'Invalid list syntax in parameter "{setting.name}".')
+        syntax = f'Invalid list syntax in parameter "{setting.name}".'
+        raise _invalid(setting, text, detail="List syntax is invalid." if keywords else syntax)
     if not items:
         return frozenset()
     alone = dict(setting.alone)
@@ -419,8 +464,13 @@ def _parse_list(setting: Setting, text: str) -> frozenset[str]:
             result.add(folded)
         elif folded in shorthands:
             result.update(shorthands[folded])
+        elif folded in dict(setting.refused):
+            raise _invalid(setting, text, detail=dict(setting.refused)[folded])
         else:
-            raise _invalid(setting, text, detail=f'Invalid option "{item}".')
+            unknown = (
+                f'Unrecognized key word: "{item}".' if keywords else f'Invalid option "{item}".'
+            )
+            raise _invalid(setting, text, detail=unknown)
     return frozenset(result)
 
 

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from pggate import login as lm
+from pggate import logs
 from pggate.login import State
 from pggate.proto import codec, codes
 from pggate.proto.backend import PLAIN_TCP, LoginComplete, LoginRefresh
@@ -98,6 +99,7 @@ class ClientSession(InboxProtocol):
         self.snapshot: Snapshot = gateway.snapshot
         self.host = "[unknown]"
         self.port = ""
+        self.log_fields = logs.SessionFields()  # this connection's log line fields
         self.machine: lm.LoginMachine | None = None
         self.counted = False
         self.ended = False
@@ -117,6 +119,9 @@ class ClientSession(InboxProtocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.host, self.port = str(peer[0]), str(peer[1])
+        self.log_fields = logs.SessionFields.accepted(
+            self.host, self.port, transport.get_extra_info("sockname")
+        )
         sock = transport.get_extra_info("socket")
         policy = self.snapshot.policy
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -151,6 +156,7 @@ class ClientSession(InboxProtocol):
     async def _run(self) -> None:
         machine = self.machine
         assert machine is not None
+        logs.enter_session(self.log_fields)
         try:
             await self._login(machine)
         except Exception:
@@ -211,6 +217,7 @@ class ClientSession(InboxProtocol):
             if machine.state in _OVER:
                 break
             out += machine.feed(event)
+        self.log_fields.follow(machine.remote_host, machine.startup)
         return out
 
     # --- the client ---------------------------------------------------------------------------
@@ -325,11 +332,12 @@ class ClientSession(InboxProtocol):
             if command.error:
                 self.send(command.error)
             if command.log:
-                self._log(command.log)
+                self._log(command.log, logs.sqlstate_sent(command.error))
         return []
 
-    def _log(self, line: lm.Log) -> None:
-        log.log(line.level, "%s", line.text, extra={"detail": line.detail, "hint": line.hint})
+    def _log(self, line: lm.Log, sqlstate: str | None = None) -> None:
+        extra = {"detail": line.detail, "hint": line.hint, "sqlstate": sqlstate}
+        log.log(line.level, "%s", line.text, extra=extra)
 
     async def _remote_host(self, limit: float) -> lm.RemoteHostFound | lm.RemoteHostFailed:
         """log_hostname: BackendInitialize's pg_getnameinfo_all without NI_NUMERICHOST.
@@ -548,6 +556,7 @@ class ClientSession(InboxProtocol):
                 startup.database,
                 self.remote_host,
                 self.port,
+                extra=logs.about(self.log_fields),
             )
 
     def abort(self) -> None:
