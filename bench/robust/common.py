@@ -52,6 +52,8 @@ class Canary:
     worst_login: float = 0.0
     worst_total: float = 0.0
     slow_logins: int = 0
+    slow_times: list[float] = field(default_factory=list)  # time.monotonic() of each
+    worst_at: float = 0.0  # when the slowest login began
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -72,9 +74,12 @@ class Canary:
                 self.failure_times.append(start)
             else:
                 self.logins += 1
-                self.worst_login = max(self.worst_login, login)
+                if login > self.worst_login:
+                    self.worst_login, self.worst_at = login, start
                 self.worst_total = max(self.worst_total, time.monotonic() - start)
-                self.slow_logins += login >= CANARY_LOGIN_LIMIT
+                if login >= CANARY_LOGIN_LIMIT:
+                    self.slow_logins += 1
+                    self.slow_times.append(start)
             next_tick = max(next_tick + CANARY_PERIOD, time.monotonic())
             self._stop.wait(next_tick - time.monotonic())
 

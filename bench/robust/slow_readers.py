@@ -92,6 +92,8 @@ STALL_DRIFT = 4 * 2**20  # RSS growth allowed between the two samples of the sta
 STALL_CPU = 0.05  # CPU seconds per wall second all stalled backends may use together
 NORMAL_LIMIT = 5.0  # seconds for the normal client's queries
 OPEN_THREADS = 32  # stalled clients logging in at a time
+OPEN_RATE = 50.0  # stalled clients logging in per second, at most
+CLOSE_RATE = 200.0  # stalled clients closing per second, at most
 SETUP_TIMEOUT = 30.0  # seconds a stalled client may take to log in and send its query
 WAIT_TIMEOUT = 120.0  # seconds for the backends to block on ClientWrite (or to go after)
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -160,9 +162,15 @@ class Stalled:
     failures: list[str] = field(default_factory=list)
 
     def open(self, port: int, ctx: ssl.SSLContext, count: int) -> None:
-        """``count`` stalled clients, OPEN_THREADS at a time; every other one reads nothing."""
+        """``count`` stalled clients, OPEN_THREADS at a time and at most OPEN_RATE a second;
+        every other one reads nothing. The rate keeps this a test of stalled readers, not of a
+        burst of TLS handshakes (the flood scenario's subject): at ~140 handshakes a second,
+        pggate, 1,000 forking backends and the clients' threads share 2 cores, and a canary
+        login waits behind them for over a second."""
+        start = time.monotonic()
 
         def one(i: int) -> None:
+            time.sleep(max(0.0, start + i / OPEN_RATE - time.monotonic()))
             try:
                 self.socks.append(stall_one(port, ctx, reads=i % 2 == 1))
             except OSError as exc:  # ConnectionError, ssl.SSLError, TimeoutError
@@ -172,7 +180,12 @@ class Stalled:
             list(pool.map(one, range(count)))
 
     def close(self) -> None:
-        for sock in self.socks:
+        """Close them all, at most CLOSE_RATE a second: 1,000 at once (1,000 backends exiting
+        together) made one canary login take 1.0-1.3 s in three full runs out of four, a burst
+        of disconnections that is churn's subject, not this scenario's."""
+        start = time.monotonic()
+        for i, sock in enumerate(self.socks):
+            time.sleep(max(0.0, start + i / CLOSE_RATE - time.monotonic()))
             with contextlib.suppress(OSError):
                 sock.close()  # unread bytes: the kernel answers with a reset
         self.socks.clear()
@@ -412,12 +425,19 @@ def run(env: Env, args: argparse.Namespace) -> Row:
         with canary.running():
             unloaded, _ = normal_client(canary.conninfo)  # also pggate's warm-up
             time.sleep(0.5)
+            marks = [("start", time.monotonic())]
             try:
                 one = stall_wave(gate, env, stalled, 1, seconds, canary.conninfo)
+                marks.append(("crowd opening", time.monotonic()))
                 many = stall_wave(gate, env, stalled, crowd, seconds, canary.conninfo)
             finally:
+                marks.append(("closing", time.monotonic()))
                 stalled.close()
             left = wait_until(lambda: backends_left(env.cluster.conninfo), lambda n: n == 0, 60)
+            marks.append(("after", time.monotonic()))
+        for what, at in [("slow", t) for t in canary.slow_times] + [("worst", canary.worst_at)]:
+            phase = [name for name, mark in marks if mark <= at][-1]
+            log(f"slow_readers: {what} canary login began {at - marks[0][1]:.1f} s in ({phase})")
         problems += phase_problems(one, "1 stalled", 1)
         problems += phase_problems(many, f"{crowd} stalled", 1 + crowd)
         problems += canary_problems(canary, kernel_note([one, many]))
