@@ -326,14 +326,15 @@ _LIBPQ_WHERE = re.compile(
 
 
 def details(log: str) -> list[str]:
-    """Every DETAIL of pggate's log, continuation lines included."""
+    """Every DETAIL of pggate's log, continuation lines included (without the tab that, as
+    elog.c's append_with_tabs, follows each newline of a message in the log)."""
     found: list[str] = []
     in_detail = False
     for line in log.splitlines():
         stamp = _STAMP.match(line)
         if stamp is None:
             if in_detail:
-                found[-1] += "\n" + line
+                found[-1] += "\n" + line.removeprefix("\t")
             continue
         rest = line[stamp.end() :]
         in_detail = rest.startswith("DETAIL:  ")

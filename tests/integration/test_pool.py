@@ -104,3 +104,33 @@ def test_socket_quiet_sees_a_hang_up_before_the_event_loop_does() -> None:
         return quiet_before, seen_by_protocol, quiet_after
 
     assert asyncio.run(scenario()) == (True, False, False)
+
+
+def test_a_malformed_reply_to_the_reset_closes_the_backend() -> None:
+    """A reply to server_reset_query pggate cannot read (here a DataRow whose value runs past
+    its end) closes that backend connection: it is not pooled and no task dies unretrieved."""
+    from pggate.proto import codec, codes
+    from pggate.proto.backend import LoginComplete
+    from pggate.server.pool import BackendPool, pool_key
+
+    async def scenario() -> tuple[bool, int, bytes]:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        theirs.setblocking(False)
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+        pool = BackendPool()
+        key = pool_key("h", "alice", "db", {})
+        login = LoginComplete(b"", 1, b"k" * 4, b"")
+        pool.release(key, transport, login, time.monotonic())
+        asked = await loop.sock_recv(theirs, 1024)
+        broken_row = b"D" + (4 + 2 + 4 + 1).to_bytes(4, "big") + b"\0\1" + (99).to_bytes(4, "big")
+        reply = broken_row + b"x" + codec.ready_for_query(codes.TX_IDLE)
+        await loop.sock_sendall(theirs, reply)
+        await asyncio.sleep(0.2)
+        closed = await loop.sock_recv(theirs, 1) == b""
+        theirs.close()
+        return closed, sum(len(v) for v in pool.idle.values()), asked
+
+    closed, pooled, asked = asyncio.run(scenario())
+    assert asked.startswith(b"Q") and b"DISCARD ALL" in asked
+    assert closed and pooled == 0

@@ -601,8 +601,9 @@ def startup_messages(draw: st.DrawFn) -> StartupMessage:
     # Text as the parser produces it: no NUL, and no lone surrogates (only surrogateescape's
     # U+DC80..U+DCFF stand for undecodable bytes; other surrogates never come off the wire).
     chars = st.characters(exclude_characters="\0", exclude_categories=["Cs"])
+    # Not "user" either: a second ("user", "") would rightly refuse the packet (28000).
     names = st.text(chars, min_size=1, max_size=8).filter(
-        lambda n: not n.startswith("_pq_.") and n != "replication"
+        lambda n: not n.startswith("_pq_.") and n not in ("replication", "user")
     )
     values = st.text(chars, max_size=8)
     params = draw(st.lists(st.tuples(names, values), max_size=5))

@@ -48,6 +48,8 @@ _MD5_PREFIX: Final = "md5"
 _MD5_HEX_LENGTH: Final = 32
 _MD5_CHARSET: Final = frozenset("0123456789abcdef")  # crypt.h MD5_PASSWD_CHARSET: lowercase only
 _MAX_ITERATIONS: Final = 2**31 - 1  # an int in PostgreSQL (scram_iterations is an int GUC)
+# Seconds from the epoch beyond any datetime (year 9999 is about 2.5e11 s away).
+_MAX_SECONDS: Final = Decimal(10**12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +93,14 @@ def _validity(text: str | None) -> datetime | None:
         raise ProtocolViolation(f"unexpected rolvaliduntil from backend: {text!r}") from None
     if not seconds.is_finite():
         raise ProtocolViolation(f"unexpected rolvaliduntil from backend: {text!r}")
+    # Beyond Python's years 1..9999 (PostgreSQL reaches 294276 AD): clamp, same verdict. Judged
+    # before any arithmetic, which a huge exponent would overflow (decimal.Overflow).
+    if seconds > _MAX_SECONDS or seconds < -_MAX_SECONDS:  # comparisons never round
+        return VALID_FOREVER if seconds > 0 else EXPIRED_ALWAYS
     micros = int(seconds.scaleb(6).to_integral_value())
     try:
         return _EPOCH + timedelta(microseconds=micros)
     except OverflowError:
-        # Beyond Python's years 1..9999 (PostgreSQL reaches 294276 AD): clamp, same verdict.
         return VALID_FOREVER if micros > 0 else EXPIRED_ALWAYS
 
 

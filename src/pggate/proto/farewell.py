@@ -44,15 +44,20 @@ class LastWord:
     """Watches both directions of one relayed session; :meth:`farewell` when the backend
     has gone."""
 
-    __slots__ = ("at_boundary", "client_left", "last_type")
+    __slots__ = ("at_boundary", "client_left", "last_type", "tail")
 
     def __init__(self) -> None:
         self.at_boundary = True  # the login's last bytes were ReadyForQuery
         self.last_type = codes.MSG_READY_FOR_QUERY[0]
         self.client_left = False
+        self.tail = b""  # the stream's last six bytes when a read was shorter than that
 
     def backend_data(self, data: bytes) -> None:
-        if data[-6:-1] == _READY_HEAD:
+        end = data[-6:]
+        if len(end) < 6:  # a ReadyForQuery may arrive split over reads
+            end = (self.tail + end)[-6:]
+        self.tail = end
+        if end[:-1] == _READY_HEAD:
             self.at_boundary, self.last_type = True, codes.MSG_READY_FOR_QUERY[0]
         elif self.at_boundary:
             self.last_type = _last_whole_message(data)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from pggate.proto import codec
 from pggate.proto.errors import ProtocolViolation
+from pggate.proto.messages import wire_str
 
 MSG_QUERY = b"Q"
 MSG_DATA_ROW = b"D"
@@ -79,6 +80,12 @@ class QueryResult:
 
 
 def _parse_data_row(body: bytes) -> list[str | None]:
+    """A DataRow's values as libpq's getAnotherTuple reads them: -1 is NULL, another negative
+    length an empty value; a value past the body's end, or bytes after the last one, are a
+    broken message. The text is decoded losslessly (:func:`wire_str`): pggate's own
+    connections use the backend's default client_encoding, which need not be UTF-8."""
+    if len(body) < 2:
+        raise ProtocolViolation("malformed DataRow from backend")
     count = int.from_bytes(body[:2], "big")
     pos = 2
     values: list[str | None] = []
@@ -87,9 +94,14 @@ def _parse_data_row(body: bytes) -> list[str | None]:
             raise ProtocolViolation("malformed DataRow from backend")
         length = int.from_bytes(body[pos : pos + 4], "big", signed=True)
         pos += 4
-        if length < 0:
+        if length == -1:
             values.append(None)
-        else:
-            values.append(body[pos : pos + length].decode())
-            pos += length
+            continue
+        length = max(length, 0)
+        if pos + length > len(body):
+            raise ProtocolViolation("malformed DataRow from backend")
+        values.append(wire_str(body[pos : pos + length]))
+        pos += length
+    if pos != len(body):
+        raise ProtocolViolation("malformed DataRow from backend")
     return values

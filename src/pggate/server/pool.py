@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from pggate.proto import codec, codes, query
 from pggate.proto.backend import LoginComplete
+from pggate.proto.errors import ProtocolViolation
 from pggate.server.inbox import InboxProtocol
 
 log = logging.getLogger("pggate.pool")
@@ -171,6 +172,10 @@ class BackendPool:
                         return
         except TimeoutError:
             log.info("backend reset timed out; closing the backend connection")
+            entry.transport.close()
+            return
+        except ProtocolViolation as exc:
+            log.info("backend reset failed: %s; closing the backend connection", exc)
             entry.transport.close()
             return
         if result.error is not None or not result.idle:

@@ -30,7 +30,7 @@ from pggate.errors import ConfigError
 from pggate.proto import codes
 from pggate.tls._libssl import PASSWD_CB, SSL_FILETYPE_PEM, libssl
 from pggate.tls.context import server_end_point_hash
-from pggate.tls.peername import verify_peer_name
+from pggate.tls.peername import NO_NAME, verify_peer_name
 from pggate.tls.reasons import PROTOCOL_REASONS
 
 _SSL_FILETYPE_ASN1 = 2
@@ -420,7 +420,11 @@ def check_after_handshake(
         return "certificate could not be obtained: no SSL error reported"
     if settings.sslmode != "verify-full":
         return None
-    return verify_peer_name(facts.peer_cert_der, host)
+    try:
+        return verify_peer_name(facts.peer_cert_der, host)
+    except ValueError:
+        # OpenSSL took a certificate pggate cannot read (a v4 one, say): no name to check.
+        return NO_NAME
 
 
 def describe_handshake_error(exc: BaseException, settings: BackendTlsSettings) -> str:
@@ -464,7 +468,10 @@ def peer_end_point_hash(cert_der: bytes) -> bytes:
     certificate hashed with its signature's hash (RSA-PSS: the PSS hash), MD5/SHA-1 upgraded to
     SHA-256. ValueError with libpq's text when the signature names no hash (Ed25519, Ed448)
     or is unknown; ValueError too when ``cert_der`` is not a certificate."""
-    cert = x509.load_der_x509_certificate(cert_der)
+    try:
+        cert = x509.load_der_x509_certificate(cert_der)
+    except x509.InvalidVersion as exc:  # not a ValueError, unlike every other refusal
+        raise ValueError(str(exc)) from exc
     try:
         algorithm = cert.signature_hash_algorithm
     except UnsupportedAlgorithm as exc:

@@ -72,7 +72,10 @@ def _one(der: bytes, start: int, end: int, tag: int) -> tuple[int, int]:
 
 def _tbs_parts(cert_der: bytes) -> tuple[bytes, tuple[int, int], list[tuple[int, int, int]]]:
     """The tbsCertificate, its subject's span and its top-level elements."""
-    tbs = x509.load_der_x509_certificate(cert_der).tbs_certificate_bytes
+    try:
+        tbs = x509.load_der_x509_certificate(cert_der).tbs_certificate_bytes
+    except x509.InvalidVersion as exc:  # not a ValueError: a version OpenSSL may still take
+        raise _Malformed from exc
     start, end = _one(tbs, 0, len(tbs), _SEQUENCE)
     items = _children(tbs, start, end)
     first = 1 if items and items[0][0] == _EXPLICIT_0 else 0  # version [0], v1 omits it

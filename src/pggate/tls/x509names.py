@@ -185,11 +185,13 @@ def common_name(name: x509.Name | Rdns) -> bytes | None:
 def _escape(data: bytes, *, escape_msb: bool) -> str:
     """OpenSSL's ASN1_STRFLGS_RFC2253 escaping (a_strex.c:do_buf/do_esc_char) of a value's
     UTF-8 form: ,+"\\<>; get a backslash, as do '#' or ' ' first and ' ' last; control bytes,
-    DEL and (with ``escape_msb``) every byte >= 0x80 become \\XX."""
+    DEL and (with ``escape_msb``) every byte >= 0x80 become \\XX. As in do_buf, the last
+    character's flag replaces the first's: a value that is just "#" stays unescaped."""
     out = bytearray()
     last = len(data) - 1
     for i, byte in enumerate(data):
-        if byte in _ESC_2253 or (i == 0 and byte in b"# ") or (i == last and byte == 0x20):
+        first = i == 0 and i != last
+        if byte in _ESC_2253 or (first and byte in b"# ") or (i == last and byte == 0x20):
             out += b"\\" + bytes([byte])
         elif byte < 0x20 or byte == 0x7F or (byte > 0x7F and escape_msb):
             out += b"\\%02X" % byte

@@ -297,7 +297,7 @@ class TlsChannel:
             try:
                 cert = x509.load_der_x509_certificate(self._der)
                 issuer, serial = x509names.rfc2253(cert.issuer), str(cert.serial_number)
-            except ValueError:
+            except (ValueError, x509.InvalidVersion):
                 pass  # OpenSSL accepted what cryptography cannot parse: leave them unknown
         return ChannelInfo(
             kind=ChannelKind.SSL,
