@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import socket
 import time
 
@@ -134,3 +136,55 @@ def test_a_malformed_reply_to_the_reset_closes_the_backend() -> None:
     closed, pooled, asked = asyncio.run(scenario())
     assert asked.startswith(b"Q") and b"DISCARD ALL" in asked
     assert closed and pooled == 0
+
+
+@pytest.mark.parametrize("mid_response", [False, True])
+def test_only_a_backend_that_answers_the_marker_second_is_pooled(mid_response: bool) -> None:
+    """The reset is followed by a query for a random marker. A backend that was still sending
+    its previous result when the client left (the relay's endswith guess fooled by a row
+    ending in ReadyForQuery's bytes) answers with that result's end first, so the second
+    result is the reset's, not the marker's: closed, never pooled."""
+    from pggate.proto import codec, codes
+    from pggate.proto.backend import LoginComplete
+    from pggate.server.pool import BackendPool, pool_key
+
+    idle = codec.ready_for_query(codes.TX_IDLE)
+
+    def result(*rows: bytes, tag: bytes) -> bytes:
+        data = b"".join(
+            b"D"
+            + (4 + 2 + 4 + len(row)).to_bytes(4, "big")
+            + b"\0\1"
+            + len(row).to_bytes(4, "big")
+            + row
+            for row in rows
+        )
+        complete = b"C" + (4 + len(tag) + 1).to_bytes(4, "big") + tag + b"\0"
+        return data + complete + idle
+
+    async def scenario() -> int:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        theirs.setblocking(False)
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+        pool = BackendPool()
+        key = pool_key("h", "alice", "db", {})
+        pool.release(key, transport, LoginComplete(b"", 1, b"k" * 4, b""), time.monotonic())
+        asked = b""
+        with contextlib.suppress(TimeoutError):  # whatever pggate sends within 0.5 s
+            async with asyncio.timeout(0.5):
+                while True:
+                    asked += await loop.sock_recv(theirs, 1024)
+        assert b"DISCARD ALL" in asked
+        old_tail = result(b"Z\0\0\0\5I", tag=b"SELECT 2") if mid_response else b""
+        answer = old_tail + result(tag=b"DISCARD ALL")
+        marker = re.search(rb"SELECT E'([0-9a-f]+)'", asked)
+        if marker is not None:
+            answer += result(marker.group(1), tag=b"SELECT 1")
+        await loop.sock_sendall(theirs, answer)
+        await asyncio.sleep(0.2)
+        pooled = sum(len(v) for v in pool.idle.values())
+        theirs.close()
+        return pooled
+
+    assert asyncio.run(scenario()) == (0 if mid_response else 1)

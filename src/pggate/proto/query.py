@@ -78,6 +78,10 @@ class QueryResult:
         """The backend is outside any transaction block."""
         return self.status == b"I"
 
+    def rest(self) -> bytes:
+        """What came after this result's ReadyForQuery (the next result's start)."""
+        return bytes(self._buffer)
+
 
 def _parse_data_row(body: bytes) -> list[str | None]:
     """A DataRow's values as libpq's getAnotherTuple reads them: -1 is NULL, another negative

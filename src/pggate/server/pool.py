@@ -3,9 +3,11 @@
 PostgreSQL forks a process per connection; a secure front door that reuses backend connections
 accepts new TLS clients faster than PostgreSQL can fork. A backend connection is reused only by
 a client with the same role, database and startup parameters (so its session defaults are
-exactly what that client asked for), after ``server_reset_query`` succeeded on it, and only if
-the previous client left cleanly: it sent Terminate while the backend was idle outside a
-transaction. Anything else closes the backend instead. A backend is never shared between roles.
+exactly what that client asked for), after ``server_reset_query`` succeeded on it (and a query
+for a random marker, sent with it, came back second: the proof that nothing of the previous
+client's response was still on its way), and only if the previous client left cleanly: it sent
+Terminate while the backend was idle outside a transaction. Anything else closes the backend
+instead. A backend is never shared between roles.
 
 The relay learns "idle" and "clean exit" from the last bytes of each chunk (ReadyForQuery ``I``
 ends the backend's chunk; Terminate is the client's whole last chunk), which costs one
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import select
 import time
 from collections.abc import Callable, Mapping
@@ -162,14 +165,23 @@ class BackendPool:
         )
 
     async def _reset(self, key: PoolKey, entry: PooledBackend) -> None:
-        result = query.QueryResult()
-        entry.transport.write(query.simple_query(self.reset_query))
+        """server_reset_query, then a query for a random marker in the same write: the backend
+        is kept only when the reset succeeded, idle, and the *second* result is the marker's.
+        The relay judged "idle" from a read's last bytes (ExitTracker); a result whose data
+        ended a read with ReadyForQuery's six bytes would fool it, and the old response's
+        ReadyForQuery would then pass for the reset's. The marker cannot be fooled so."""
+        marker = secrets.token_hex(8)
+        reset, check = query.QueryResult(), query.QueryResult()
+        entry.transport.write(
+            query.simple_query(self.reset_query)
+            + query.simple_query(f"SELECT {query.quote_literal(marker)}")
+        )
         try:
             async with asyncio.timeout(RESET_TIMEOUT):
-                while not result.receive(entry.protocol.take()):
-                    if not await entry.protocol.wait_for_data():
-                        entry.transport.close()
-                        return
+                if not await self._read(entry, reset):
+                    return
+                if not await self._read(entry, check, reset.rest()):
+                    return
         except TimeoutError:
             log.info("backend reset timed out; closing the backend connection")
             entry.transport.close()
@@ -178,11 +190,26 @@ class BackendPool:
             log.info("backend reset failed: %s; closing the backend connection", exc)
             entry.transport.close()
             return
-        if result.error is not None or not result.idle:
-            log.info("backend reset failed: %s", (result.error or {}).get("M", "not idle"))
+        if reset.error is not None or not reset.idle:
+            log.info("backend reset failed: %s", (reset.error or {}).get("M", "not idle"))
+            entry.transport.close()
+            return
+        if check.rows != [[marker]] or not check.idle or check.rest():
+            log.info("backend reset failed: the backend was not idle; closing it")
             entry.transport.close()
             return
         self.checkin(key, entry)
+
+    @staticmethod
+    async def _read(entry: PooledBackend, result: query.QueryResult, first: bytes = b"") -> bool:
+        """Read one result whole; False (and the backend closed) if it went away first."""
+        data = first + entry.protocol.take()
+        while not result.receive(data):
+            if not await entry.protocol.wait_for_data():
+                entry.transport.close()
+                return False
+            data = entry.protocol.take()
+        return True
 
     def _sweep(self) -> None:
         self._sweeper = None
