@@ -179,10 +179,12 @@ def reused(landings: list[Landing]) -> bool:
 
 
 def idle_in_pool(cluster: ReplicaCluster, pid: int) -> bool:
-    """The backend sits idle after pggate's reset (``DISCARD ALL``): it is in pggate's pool."""
+    """The backend sits idle after pggate's reset (``DISCARD ALL``, then the query for the
+    reset's random marker, ``SELECT E'<16 hex digits>'``): it is in pggate's pool."""
     row = cluster.query(
         "select count(*) from pg_stat_activity "
-        f"where pid = {int(pid)} and state = 'idle' and query = 'DISCARD ALL'"
+        f"where pid = {int(pid)} and state = 'idle' "
+        "and query ~ '^SELECT E''[0-9a-f]{16}''$'"
     )
     return row == (1,)
 
