@@ -12,8 +12,9 @@ import psycopg
 import pytest
 from conftest import Gateway, GatewayFactory
 
+from pggate.proto.backend import LoginComplete
 from pggate.server.inbox import InboxProtocol
-from pggate.server.pool import socket_quiet
+from pggate.server.pool import BackendPool, pool_key, socket_quiet
 
 pytestmark = pytest.mark.integration
 
@@ -108,22 +109,27 @@ def test_socket_quiet_sees_a_hang_up_before_the_event_loop_does() -> None:
     assert asyncio.run(scenario()) == (True, False, False)
 
 
+async def released_to_a_pool() -> tuple[BackendPool, socket.socket]:
+    """A pool given one backend connection to reset, and the backend's end of it (a socket
+    pair standing in for a server, so each test chooses its replies byte for byte)."""
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+    pool = BackendPool()
+    login = LoginComplete(b"", 1, b"k" * 4, b"")
+    pool.release(pool_key("h", "alice", "db", {}), transport, login, time.monotonic())
+    return pool, theirs
+
+
 def test_a_malformed_reply_to_the_reset_closes_the_backend() -> None:
     """A reply to server_reset_query pggate cannot read (here a DataRow whose value runs past
     its end) closes that backend connection: it is not pooled and no task dies unretrieved."""
     from pggate.proto import codec, codes
-    from pggate.proto.backend import LoginComplete
-    from pggate.server.pool import BackendPool, pool_key
 
     async def scenario() -> tuple[bool, int, bytes]:
         loop = asyncio.get_running_loop()
-        ours, theirs = socket.socketpair()
-        theirs.setblocking(False)
-        transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
-        pool = BackendPool()
-        key = pool_key("h", "alice", "db", {})
-        login = LoginComplete(b"", 1, b"k" * 4, b"")
-        pool.release(key, transport, login, time.monotonic())
+        pool, theirs = await released_to_a_pool()
         asked = await loop.sock_recv(theirs, 1024)
         broken_row = b"D" + (4 + 2 + 4 + 1).to_bytes(4, "big") + b"\0\1" + (99).to_bytes(4, "big")
         reply = broken_row + b"x" + codec.ready_for_query(codes.TX_IDLE)
@@ -145,8 +151,6 @@ def test_only_a_backend_that_answers_the_marker_second_is_pooled(mid_response: b
     ending in ReadyForQuery's bytes) answers with that result's end first, so the second
     result is the reset's, not the marker's: closed, never pooled."""
     from pggate.proto import codec, codes
-    from pggate.proto.backend import LoginComplete
-    from pggate.server.pool import BackendPool, pool_key
 
     idle = codec.ready_for_query(codes.TX_IDLE)
 
@@ -164,12 +168,7 @@ def test_only_a_backend_that_answers_the_marker_second_is_pooled(mid_response: b
 
     async def scenario() -> int:
         loop = asyncio.get_running_loop()
-        ours, theirs = socket.socketpair()
-        theirs.setblocking(False)
-        transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
-        pool = BackendPool()
-        key = pool_key("h", "alice", "db", {})
-        pool.release(key, transport, LoginComplete(b"", 1, b"k" * 4, b""), time.monotonic())
+        pool, theirs = await released_to_a_pool()
         asked = b""
         with contextlib.suppress(TimeoutError):  # whatever pggate sends within 0.5 s
             async with asyncio.timeout(0.5):
